@@ -1,0 +1,157 @@
+"""`AuthKit`: one object an app configures, registers handlers on, and mounts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+
+from .config import ONE_MIB, Clock, Settings
+from .database import create_tables, make_engine
+from .handlers import EventHandler, HandlerRegistry
+from .pipeline import EventPipeline
+from .webhooks import add_webhook_route
+
+logger = logging.getLogger("fastapi_workos_authkit")
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class AuthKit:
+    """WorkOS AuthKit for one FastAPI app.
+
+    Every option falls back to the environment, and nothing is demanded at construction: each
+    feature asks for the secret it needs when it is mounted or used, with an error that names the
+    variable and where to find its value.
+
+    Args:
+        client_id: WorkOS client id (``WORKOS_CLIENT_ID``), needed for tokens and the JWKS.
+        api_key: WorkOS API key (``WORKOS_API_KEY``), needed for REST calls only.
+        webhook_secret: Webhook signing secret (``WORKOS_WEBHOOK_SECRET``).
+        action_secret: Actions signing secret (``WORKOS_ACTION_SECRET``).
+        api_hostname: The AuthKit host tokens are issued by (``WORKOS_API_HOSTNAME``,
+            default ``api.workos.com``).
+        api_base_url: Where REST and JWKS calls go (default ``https://<api_hostname>``); point it
+            at a local fake in tests.
+        engine: A SQLAlchemy engine to use; takes precedence over ``database_url``.
+        database_url: Database URL (``AUTHKIT_DATABASE_URL``, default a SQLite file
+            ``./workos_authkit.db``). ``postgresql://`` URLs use psycopg 3.
+        additional_event_types: Event types to pull from the Events API besides ``user.*`` and
+            the types that have handlers.
+        log_level: Level for the ``fastapi_workos_authkit`` logger (name or number).
+        webhook_tolerance: Accepted clock skew of webhook signatures, in seconds (180).
+        action_tolerance: Accepted clock skew of Action signatures, in seconds (30).
+        prefix: Path prefix of the router (``/workos``).
+        max_body_size: Largest accepted request body, in bytes (1 MiB).
+        clock: Returns the current Unix time in seconds; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str | None = None,
+        api_key: str | None = None,
+        webhook_secret: str | None = None,
+        action_secret: str | None = None,
+        api_hostname: str | None = None,
+        api_base_url: str | None = None,
+        engine: Engine | None = None,
+        database_url: str | None = None,
+        additional_event_types: Iterable[str] = (),
+        log_level: int | str | None = None,
+        webhook_tolerance: float = 180.0,
+        action_tolerance: float = 30.0,
+        prefix: str = "/workos",
+        max_body_size: int = ONE_MIB,
+        clock: Clock = time.time,
+    ) -> None:
+        self.settings = Settings.resolve(
+            client_id=client_id,
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+            action_secret=action_secret,
+            api_hostname=api_hostname,
+            api_base_url=api_base_url,
+            database_url=database_url,
+            additional_event_types=additional_event_types,
+            log_level=log_level,
+            webhook_tolerance=webhook_tolerance,
+            action_tolerance=action_tolerance,
+            prefix=prefix,
+            max_body_size=max_body_size,
+        )
+        if self.settings.log_level is not None:
+            logger.setLevel(self.settings.log_level)
+        self.clock = clock
+        self._engine = engine
+        self.handlers = HandlerRegistry()
+        self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use from ``database_url`` if none was given."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    def on(self, event_type: str) -> Callable[[H], H]:
+        """Register a handler for ``event_type``; use as ``@authkit.on("user.created")``.
+
+        The handler is called as ``handler(session, event)``, sync or async, inside the same
+        transaction as the sync: if it raises, nothing is committed and the delivery is retried.
+        Any event type may be handled; several handlers per type run in registration order.
+        For user events the handlers follow the effective change to the user table (see the
+        concepts guide): a ``user.updated`` that inserts a new row runs ``user.created``
+        handlers, and an event that changes nothing runs none.
+        """
+        if not isinstance(event_type, str) or not event_type:
+            raise TypeError("on() needs an event type such as 'user.created'")
+
+        def register(handler: H) -> H:
+            self.handlers.add(event_type, handler)
+            return handler
+
+        return register
+
+    def add_handler(self, event_type: str, handler: EventHandler) -> None:
+        """Register ``handler`` for ``event_type`` without the decorator syntax."""
+        self.on(event_type)(handler)
+
+    def router(self, *, webhooks: bool = True) -> APIRouter:
+        """Build the router to mount with ``app.include_router(authkit.router())``.
+
+        Args:
+            webhooks: Mount ``POST {prefix}/webhook``. It needs the webhook secret, so this
+                raises `ConfigurationError` at start-up when it is missing; an app that only
+                uses Actions passes ``webhooks=False``.
+        """
+        router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
+        if webhooks:
+            add_webhook_route(router, self)
+        return router
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
+        """Start-up and shutdown: ``FastAPI(lifespan=authkit.lifespan)``.
+
+        Creates missing tables. An app with its own lifespan nests it:
+        ``async with authkit.lifespan(app): yield``.
+        """
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
+        await anyio.to_thread.run_sync(create_tables, self.engine)
+
+    async def shutdown(self) -> None:
+        """What the lifespan does on shutdown."""

@@ -1,0 +1,37 @@
+"""The package's exception types, one per way things go wrong."""
+
+from __future__ import annotations
+
+
+class AuthKitError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(AuthKitError):
+    """A required setting is missing or invalid; the message says how to fix it."""
+
+
+class SignatureError(AuthKitError):
+    """A ``WorkOS-Signature`` header is missing, malformed, stale or does not match the body."""
+
+
+class InvalidEventError(AuthKitError):
+    """A body verified but is not a valid WorkOS event (or Action request)."""
+
+
+class DatabaseUnavailableError(AuthKitError):
+    """The database could not be reached; the caller should answer 503 and let WorkOS retry."""
+
+
+class HandlerError(AuthKitError):
+    """An app handler raised; the transaction was rolled back and the failure recorded.
+
+    The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, event_id: str, event_type: str, cause: BaseException) -> None:
+        super().__init__(
+            f"A handler for {event_type} event {event_id} raised {type(cause).__name__}"
+        )
+        self.event_id = event_id
+        self.event_type = event_type

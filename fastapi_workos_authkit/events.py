@@ -1,0 +1,201 @@
+"""WorkOS event models (SPEC §2): a common envelope, typed data for the common types.
+
+Parsing is deliberately forgiving: unknown fields are kept, unknown event types keep their raw
+``data`` dict, and only the fields the sync needs are required. WorkOS adds fields often, and a
+parse failure answered with 4xx would turn a harmless addition into lost events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidEventError
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; a naive value is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+"""A datetime normalised to aware UTC (WorkOS sends ``...Z``, ``+00:00`` and zone-less forms)."""
+
+
+class WorkOSModel(BaseModel):
+    """Base of every wire model: unknown fields are tolerated and kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class User(WorkOSModel):
+    """A WorkOS user, as in ``user.created`` / ``user.updated`` data and the REST API."""
+
+    object: str = "user"
+    id: str
+    email: str
+    email_verified: bool = False
+    first_name: str | None = None
+    last_name: str | None = None
+    name: str | None = None
+    profile_picture_url: str | None = None
+    external_id: str | None = None
+    # SPEC says string to string; Any keeps a surprise value from failing the whole delivery.
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    last_sign_in_at: UTCDateTime | None = None
+    locale: str | None = None
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
+
+
+class DeletedUser(WorkOSModel):
+    """``user.deleted`` data: only ``id`` is guaranteed; the rest is there when WorkOS sends it."""
+
+    object: str = "user"
+    id: str
+    email: str | None = None
+    updated_at: UTCDateTime | None = None
+
+
+class Impersonator(WorkOSModel):
+    """Who is impersonating the session's user, if anyone."""
+
+    email: str | None = None
+    reason: str | None = None
+
+
+class AuthSession(WorkOSModel):
+    """``session.*`` data (a sign-in session, not a database session)."""
+
+    object: str = "session"
+    id: str
+    user_id: str | None = None
+    organization_id: str | None = None
+    auth_method: str | None = None
+    status: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    impersonator: Impersonator | None = None
+    expires_at: UTCDateTime | None = None
+    ended_at: UTCDateTime | None = None
+    created_at: UTCDateTime | None = None
+    updated_at: UTCDateTime | None = None
+
+
+class OrganizationDomain(WorkOSModel):
+    """One domain of an organization."""
+
+    id: str | None = None
+    domain: str
+
+
+class Organization(WorkOSModel):
+    """``organization.*`` data."""
+
+    object: str = "organization"
+    id: str
+    name: str | None = None
+    domains: list[OrganizationDomain] = Field(default_factory=list)
+    external_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: UTCDateTime | None = None
+    updated_at: UTCDateTime | None = None
+
+
+class RoleRef(WorkOSModel):
+    """A role, referenced by slug."""
+
+    slug: str
+
+
+class OrganizationMembership(WorkOSModel):
+    """``organization_membership.*`` data."""
+
+    object: str = "organization_membership"
+    id: str
+    user_id: str | None = None
+    organization_id: str | None = None
+    status: str | None = None
+    role: RoleRef | None = None
+    roles: list[RoleRef] | None = None
+    directory_managed: bool | None = None
+    custom_attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: UTCDateTime | None = None
+    updated_at: UTCDateTime | None = None
+
+
+DataT = TypeVar("DataT")
+
+
+class Event(WorkOSModel, Generic[DataT]):
+    """The envelope every WorkOS event shares: ``id``, ``event`` (the type), ``data``, times.
+
+    ``data`` is a typed model for user, session, organization and organization membership events,
+    and the raw dict for any other type. Use ``Event[User]`` and friends to annotate handlers.
+    """
+
+    id: str
+    event: str
+    data: DataT
+    created_at: UTCDateTime
+    context: dict[str, Any] | None = None
+    object: str = "event"
+
+
+SYNCED_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
+"""The event types that change the user table; their data must be valid to be processed."""
+
+
+def data_model_for(event_type: str) -> type[BaseModel] | None:
+    """Return the typed data model for ``event_type``, or ``None`` to keep the raw dict."""
+    if event_type == "user.deleted":
+        return DeletedUser
+    prefix = event_type.partition(".")[0]
+    return _DATA_MODELS.get(prefix)
+
+
+_DATA_MODELS: dict[str, type[BaseModel]] = {
+    "user": User,
+    "session": AuthSession,
+    "organization": Organization,
+    "organization_membership": OrganizationMembership,
+}
+
+# Parametrised once, not per event: pydantic builds a validator for each parametrisation.
+_TYPED_EVENTS: dict[type[BaseModel] | None, type[Event[Any]]] = {None: Event[dict[str, Any]]}
+_models: list[type[BaseModel]] = [*_DATA_MODELS.values(), DeletedUser]
+for _model in _models:
+    _TYPED_EVENTS[_model] = Event[_model]  # type: ignore[valid-type]
+
+
+def parse_event(payload: Any) -> Event[Any]:
+    """Validate decoded JSON into an `Event`; raise `InvalidEventError` if it is not one."""
+    if not isinstance(payload, dict):
+        raise InvalidEventError("An event must be a JSON object")
+    event_type = payload.get("event")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEventError("An event needs a string 'event' type")
+    model = _TYPED_EVENTS[data_model_for(event_type)]
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        if event_type not in SYNCED_EVENT_TYPES:
+            # Typed data is a convenience; an odd payload for a type we do not sync keeps its raw
+            # data rather than failing the delivery (a 4xx would only make WorkOS retry in vain).
+            try:
+                return _TYPED_EVENTS[None].model_validate(payload)
+            except ValidationError:
+                pass
+        raise InvalidEventError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # Name the fields, never echo their values: they may hold personal data.
+    problems = [
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+    ]
+    return "Invalid event: " + "; ".join(problems[:5])

@@ -1,0 +1,61 @@
+"""Calling app handlers, sync or async, from the worker thread that holds the transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio.from_thread
+from sqlmodel import Session
+
+from .events import Event
+
+EventHandler = Callable[[Session, Event[Any]], Any]
+"""``(session, event)``, sync or async. Runs inside the sync's transaction: do not commit."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HandlerRegistry:
+    """Handlers by event type, in registration order. Several per type are allowed."""
+
+    def __init__(self) -> None:
+        self._handlers: defaultdict[str, list[EventHandler]] = defaultdict(list)
+
+    def add(self, event_type: str, handler: EventHandler) -> None:
+        """Register ``handler`` for ``event_type``."""
+        if not callable(handler):
+            raise TypeError(f"A handler for {event_type!r} must be callable")
+        self._handlers[event_type].append(handler)
+
+    def for_type(self, event_type: str) -> tuple[EventHandler, ...]:
+        """The handlers registered for ``event_type`` (possibly none)."""
+        return tuple(self._handlers.get(event_type, ()))
+
+    def event_types(self) -> frozenset[str]:
+        """Every event type with at least one handler."""
+        return frozenset(t for t, hs in self._handlers.items() if hs)
+
+
+def call_in_worker(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a sync or async ``function`` from a worker thread and return its result.
+
+    The database work runs in a worker thread (SQLModel sessions are synchronous); an async
+    handler is awaited on the event loop that started the thread, so it can use the app's async
+    clients while the worker keeps the transaction open.
+    """
+    result = function(*args)
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        return anyio.from_thread.run(_await, result)
+    except RuntimeError:
+        # Not in an anyio worker thread (a plain script calling the pipeline directly).
+        return asyncio.run(_await(result))
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

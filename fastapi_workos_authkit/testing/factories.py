@@ -1,0 +1,205 @@
+"""Realistic WorkOS payloads (SPEC §2) for tests: users, sessions, organizations, memberships."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in WorkOS's ULID ids
+_BASE_TIME = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A WorkOS-style id such as ``user_01HXYZ...``: the prefix, ``_``, then 26 ULID characters."""
+    return f"{prefix}_01" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def iso(moment: datetime) -> str:
+    """Format ``moment`` the way WorkOS does: ``2026-01-15T12:00:00.000Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def at(seconds: float) -> datetime:
+    """A fixed, readable point in time: ``seconds`` after 2026-01-15 12:00 UTC."""
+    return _BASE_TIME + timedelta(seconds=seconds)
+
+
+def user(
+    user_id: str | None = None,
+    *,
+    email: str | None = None,
+    first_name: str | None = "Marcelina",
+    last_name: str | None = "Davis",
+    email_verified: bool = True,
+    updated_at: datetime | None = None,
+    created_at: datetime | None = None,
+    metadata: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A WorkOS user object; ``extra`` fields are added as-is (to simulate new WorkOS fields)."""
+    user_id = user_id or new_id("user")
+    created = created_at or _BASE_TIME
+    return {
+        "object": "user",
+        "id": user_id,
+        "email": email or f"{user_id.lower()}@example.com",
+        "email_verified": email_verified,
+        "first_name": first_name,
+        "last_name": last_name,
+        "profile_picture_url": None,
+        "external_id": None,
+        "metadata": metadata or {},
+        "last_sign_in_at": None,
+        "locale": None,
+        "created_at": iso(created),
+        "updated_at": iso(updated_at or created),
+        **extra,
+    }
+
+
+def event(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    created_at: datetime | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A WorkOS event envelope around ``data``."""
+    envelope: dict[str, Any] = {
+        "object": "event",
+        "id": event_id or new_id("event"),
+        "event": event_type,
+        "data": data,
+        "created_at": iso(created_at or datetime.now(UTC)),
+    }
+    if context is not None:
+        envelope["context"] = context
+    return envelope
+
+
+def user_created(
+    user_id: str | None = None, *, event_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A ``user.created`` event; ``fields`` go to `user`."""
+    data = user(user_id, **fields)
+    return event("user.created", data, event_id=event_id, created_at=_event_time(data))
+
+
+def user_updated(
+    user_id: str | None = None, *, event_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A ``user.updated`` event; pass a later ``updated_at`` than the previous snapshot."""
+    data = user(user_id, **fields)
+    return event("user.updated", data, event_id=event_id, created_at=_event_time(data))
+
+
+def user_deleted(
+    user_id: str, *, event_id: str | None = None, id_only: bool = False, **fields: Any
+) -> dict[str, Any]:
+    """A ``user.deleted`` event; ``id_only=True`` sends only ``{"id": ...}``, as WorkOS may."""
+    data = {"id": user_id} if id_only else user(user_id, **fields)
+    return event("user.deleted", data, event_id=event_id)
+
+
+def session_created(
+    user_id: str,
+    *,
+    session_id: str | None = None,
+    event_id: str | None = None,
+    organization_id: str | None = None,
+    auth_method: str = "Password",
+) -> dict[str, Any]:
+    """A ``session.created`` event for ``user_id``."""
+    return event(
+        "session.created",
+        _session(user_id, session_id, organization_id, auth_method, "active"),
+        event_id=event_id,
+    )
+
+
+def session_revoked(
+    user_id: str, *, session_id: str | None = None, event_id: str | None = None
+) -> dict[str, Any]:
+    """A ``session.revoked`` event for ``user_id``."""
+    return event(
+        "session.revoked",
+        _session(user_id, session_id, None, "Password", "inactive"),
+        event_id=event_id,
+    )
+
+
+def organization_created(
+    name: str = "Foo Corp",
+    *,
+    organization_id: str | None = None,
+    event_id: str | None = None,
+    domains: list[str] | None = None,
+) -> dict[str, Any]:
+    """An ``organization.created`` event."""
+    now = iso(datetime.now(UTC))
+    data: dict[str, Any] = {
+        "object": "organization",
+        "id": organization_id or new_id("org"),
+        "name": name,
+        "domains": [
+            {"object": "organization_domain", "id": new_id("org_domain"), "domain": domain}
+            for domain in domains or ["foo-corp.com"]
+        ],
+        "external_id": None,
+        "metadata": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    return event("organization.created", data, event_id=event_id)
+
+
+def organization_membership_created(
+    user_id: str, organization_id: str, *, role: str = "member", event_id: str | None = None
+) -> dict[str, Any]:
+    """An ``organization_membership.created`` event."""
+    now = iso(datetime.now(UTC))
+    data = {
+        "object": "organization_membership",
+        "id": new_id("om"),
+        "user_id": user_id,
+        "organization_id": organization_id,
+        "status": "active",
+        "role": {"slug": role},
+        "roles": [{"slug": role}],
+        "directory_managed": False,
+        "custom_attributes": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    return event("organization_membership.created", data, event_id=event_id)
+
+
+def _session(
+    user_id: str,
+    session_id: str | None,
+    organization_id: str | None,
+    auth_method: str,
+    status: str,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "object": "session",
+        "id": session_id or new_id("session"),
+        "user_id": user_id,
+        "organization_id": organization_id,
+        "auth_method": auth_method,
+        "status": status,
+        "ip_address": "198.51.100.7",
+        "user_agent": "Mozilla/5.0",
+        "expires_at": iso(now + timedelta(days=7)),
+        "ended_at": None if status == "active" else iso(now),
+        "created_at": iso(now),
+        "updated_at": iso(now),
+    }
+
+
+def _event_time(data: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(data["updated_at"]).replace("Z", "+00:00"))

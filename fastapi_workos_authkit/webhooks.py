@@ -1,0 +1,107 @@
+"""The webhook route: bounded read, verify, parse, hand to the pipeline, answer.
+
+Decisions live in `signatures` and `pipeline`; this module only maps their outcomes to HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from pydantic import BaseModel
+
+from .body import read_limited_body
+from .errors import DatabaseUnavailableError, HandlerError, InvalidEventError, SignatureError
+from .events import parse_event
+from .signatures import verify_signature
+
+if TYPE_CHECKING:
+    from .authkit import AuthKit
+
+logger = logging.getLogger("fastapi_workos_authkit")
+
+
+class WebhookAck(BaseModel):
+    """The answer to an accepted delivery."""
+
+    status: Literal["processed", "duplicate"]
+    event_id: str
+
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "The body verified but is not a valid WorkOS event."},
+    401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
+    413: {"description": "The body is larger than the configured limit."},
+    500: {"description": "An app handler raised; nothing was committed and WorkOS will retry."},
+    503: {"description": "The database is unavailable; WorkOS will retry."},
+}
+
+
+def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
+    """Mount ``POST /webhook`` on ``router`` for ``authkit``; the webhook secret must be set."""
+    secret = authkit.settings.require_webhook_secret()
+
+    @router.post(
+        "/webhook",
+        response_model=WebhookAck,
+        responses=_ERRORS,
+        summary="Receive a signed WorkOS webhook event",
+        description=(
+            "Verifies the `WorkOS-Signature` header over the raw body, then records the event and "
+            "applies it to the synced tables and the app's handlers in one transaction. "
+            "Duplicates are acknowledged without effect."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def receive_webhook(
+        request: Request,
+        workos_signature: Annotated[
+            str | None,
+            Header(alias="WorkOS-Signature", description="t=<ms>, v1=<hex HMAC-SHA256>"),
+        ] = None,
+    ) -> WebhookAck:
+        if not workos_signature:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "WorkOS-Signature header is missing")
+        body = await read_limited_body(request, authkit.settings.max_body_size)
+        try:
+            verify_signature(
+                body,
+                workos_signature,
+                secret,
+                tolerance=authkit.settings.webhook_tolerance,
+                now=authkit.clock,
+            )
+        except SignatureError as exc:
+            logger.warning("webhook refused: %s", exc)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+        try:
+            payload = json.loads(body)
+            event = parse_event(payload)
+        except (ValueError, InvalidEventError) as exc:
+            detail = str(exc) if isinstance(exc, InvalidEventError) else "Body is not valid JSON"
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from None
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: authkit.pipeline.process(event, payload, source="webhook")
+            )
+        except HandlerError:
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR,
+                "An event handler failed; nothing was committed and the delivery can be retried",
+            ) from None
+        except DatabaseUnavailableError:
+            logger.error("webhook %s refused: the database is unavailable", event.id)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "The database is unavailable; retry later",
+                headers={"Retry-After": "30"},
+            ) from None
+        return WebhookAck(status=result.outcome.value, event_id=event.id)
