@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio.to_thread
+import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
@@ -17,6 +18,7 @@ from .database import create_tables, make_engine
 from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
 from .webhooks import add_webhook_route
+from .workos_api import WorkOSClient
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -50,6 +52,8 @@ class AuthKit:
         prefix: Path prefix of the router (``/workos``).
         max_body_size: Largest accepted request body, in bytes (1 MiB).
         clock: Returns the current Unix time in seconds; injectable for tests.
+        http_transport: The httpx transport for every call to WorkOS (REST and JWKS); tests pass
+            a mock or an ASGI transport to a fake WorkOS.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class AuthKit:
         prefix: str = "/workos",
         max_body_size: int = ONE_MIB,
         clock: Clock = time.time,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -89,7 +94,9 @@ class AuthKit:
         if self.settings.log_level is not None:
             logger.setLevel(self.settings.log_level)
         self.clock = clock
+        self.http_transport = http_transport
         self._engine = engine
+        self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
         self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
 
@@ -99,6 +106,17 @@ class AuthKit:
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
         return self._engine
+
+    @property
+    def workos_api(self) -> WorkOSClient:
+        """The WorkOS REST client (created on first use; needs the API key)."""
+        if self._workos_api is None:
+            self._workos_api = WorkOSClient(
+                base_url=self.settings.api_base_url,
+                api_key=self.settings.require_api_key("calls to the WorkOS REST API"),
+                transport=self.http_transport,
+            )
+        return self._workos_api
 
     def on(self, event_type: str) -> Callable[[H], H]:
         """Register a handler for ``event_type``; use as ``@authkit.on("user.created")``.
@@ -154,4 +172,7 @@ class AuthKit:
         await anyio.to_thread.run_sync(create_tables, self.engine)
 
     async def shutdown(self) -> None:
-        """What the lifespan does on shutdown."""
+        """What the lifespan does on shutdown: close the WorkOS client's connection pool."""
+        if self._workos_api is not None:
+            await self._workos_api.aclose()
+            self._workos_api = None
