@@ -1,0 +1,180 @@
+"""The offline demo behind ``bash scripts/demo``: no WorkOS account, no network, SQLite.
+
+Part 1 starts an app with `AuthKit`, sends signed webhook deliveries in the nastiest order WorkOS
+can produce (an update before the create, duplicates, a stale update, a delete followed by a late
+create, a delete carrying only the id, a ``session.created``) and prints what each delivery did,
+the handler calls, and the resulting tables.
+
+Run it with ``python -m examples.demo`` from the repository root (``bash scripts/demo`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlmodel import Session, select
+
+from fastapi_workos_authkit import (
+    AuthKit,
+    AuthSession,
+    Event,
+    User,
+    WorkOSEventRecord,
+    WorkOSUser,
+    WorkOSUserTombstone,
+)
+from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit.testing import factories, signed_delivery
+
+DEMO_WEBHOOK_SECRET = "whsec_demo_secret"
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class SyncDemoResult:
+    """What part 1 observed, so a test can check the demo tells the truth."""
+
+    statuses: list[str] = field(default_factory=list)
+    handler_calls: list[str] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)
+    tombstones: list[str] = field(default_factory=list)
+
+
+def _row_state(session: Session, user_id: str) -> str:
+    """The table's view of one user: its email, a tombstone, or nothing."""
+    if session.get(WorkOSUserTombstone, user_id) is not None:
+        return "(tombstone)"
+    user = session.get(WorkOSUser, user_id)
+    return user.email if user is not None else "(no row)"
+
+
+async def run_sync_demo(database_url: str, out: Printer = print) -> SyncDemoResult:
+    """Part 1: signed deliveries in a nasty order, against a real app on ``database_url``."""
+    engine = make_engine(database_url)
+    authkit = AuthKit(webhook_secret=DEMO_WEBHOOK_SECRET, engine=engine)
+    result = SyncDemoResult()
+
+    @authkit.on("user.created")
+    def on_created(session: Session, event: Event[User]) -> None:
+        result.handler_calls.append(f"user.created {event.data.email}")
+
+    @authkit.on("user.updated")
+    def on_updated(session: Session, event: Event[User]) -> None:
+        result.handler_calls.append(f"user.updated {event.data.email}")
+
+    @authkit.on("user.deleted")
+    def on_deleted(session: Session, event: Event[Any]) -> None:
+        result.handler_calls.append(f"user.deleted {event.data.id}")
+
+    @authkit.on("session.created")
+    def on_session(session: Session, event: Event[AuthSession]) -> None:
+        result.handler_calls.append(f"session.created {event.data.user_id}")
+
+    app = FastAPI(lifespan=authkit.lifespan)
+    app.include_router(authkit.router())
+
+    ada, grace, linus = "user_01ADA", "user_01GRACE", "user_01LINUS"
+    ada_v2 = factories.user_updated(
+        ada, email="ada@example.com", first_name="Ada", updated_at=factories.at(60)
+    )
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("update arrives before its create", ada_v2),
+        (
+            "the older create arrives late",
+            factories.user_created(ada, email="ada.old@example.com", first_name="Ada"),
+        ),
+        ("the same update again (redelivery)", ada_v2),
+        (
+            "a newer update",
+            factories.user_updated(
+                ada, email="ada@lovelace.dev", first_name="Ada", updated_at=factories.at(120)
+            ),
+        ),
+        (
+            "a stale update (older than the row)",
+            factories.user_updated(ada, email="ada.stale@example.com", updated_at=factories.at(90)),
+        ),
+        ("a create", factories.user_created(grace, email="grace@example.com", first_name="Grace")),
+        ("a delete carrying only the id", factories.user_deleted(grace, id_only=True)),
+        (
+            "a late create after the delete",
+            factories.user_created(grace, email="grace@example.com", updated_at=factories.at(5)),
+        ),
+        ("a delete of a user never seen", factories.user_deleted(linus, id_only=True)),
+        ("its create, late", factories.user_created(linus, email="linus@example.com")),
+        ("a sign-in", factories.session_created(ada)),
+    ]
+
+    out("Part 1: signed webhook deliveries in a nasty order")
+    out(
+        f"{'#':>2}  {'event':<16} {'user':<12} {'http':<4} {'ack':<10} {'row now':<18} handlers run"
+    )
+    async with (
+        authkit.lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://demo.local"
+        ) as client,
+    ):
+        for number, (description, payload) in enumerate(steps, start=1):
+            calls_before = len(result.handler_calls)
+            body, headers = signed_delivery(payload, DEMO_WEBHOOK_SECRET)
+            response = await client.post("/workos/webhook", content=body, headers=headers)
+            ack = response.json().get("status", "?") if response.is_success else "refused"
+            result.statuses.append(ack)
+            subject = payload["data"].get("user_id") or payload["data"]["id"]
+            ran = result.handler_calls[calls_before:] or ["none"]
+            with Session(engine) as session:
+                row = _row_state(session, subject)
+            out(f"    {description}")
+            out(
+                f"{number:>2}  {payload['event']:<16} {subject:<12} "
+                f"{response.status_code:<4} {ack:<10} {row:<18} {'; '.join(ran)}"
+            )
+        # A forged delivery: the signature was made with another secret.
+        body, headers = signed_delivery(factories.user_created(), "whsec_not_the_secret")
+        forged = await client.post("/workos/webhook", content=body, headers=headers)
+        out(f"    a delivery signed with the wrong secret is answered {forged.status_code}")
+
+    with Session(engine) as session:
+        users = session.exec(select(WorkOSUser).order_by(WorkOSUser.id)).all()
+        tombstones = session.exec(select(WorkOSUserTombstone)).all()
+        ledger = session.exec(select(WorkOSEventRecord)).all()
+        out("\nworkos_users:")
+        for user in users:
+            result.users[user.id] = user.email
+            out(f"  {user.id:<14} {user.email:<20} updated_at={user.updated_at.isoformat()}")
+        result.tombstones = sorted(t.user_id for t in tombstones)
+        out(f"workos_user_tombstones: {', '.join(result.tombstones)}")
+        out(f"workos_events (the ledger): {len(ledger)} events, each applied exactly once")
+    engine.dispose()
+    return result
+
+
+async def run(directory: Path, out: Printer = print) -> SyncDemoResult:
+    """Run every part of the demo with its databases in ``directory``."""
+    return await run_sync_demo(f"sqlite:///{directory / 'demo_sync.db'}", out)
+
+
+def main() -> None:
+    """Entry point: run the demo in a temporary folder and print the story."""
+    # The package logs refusals as warnings; show them inline, as an operator would see them.
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stdout, format="    log: %(levelname)s %(message)s"
+    )
+    with tempfile.TemporaryDirectory(prefix="authkit-demo-") as directory:
+        asyncio.run(run(Path(directory)))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The README's demo tells the truth: what it prints is what the tables and handlers did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from examples import demo
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_sync_demo_shows_ordering_dedup_and_tombstones(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = await demo.run_sync_demo(f"sqlite:///{tmp_path / 'demo.db'}", lines.append)
+
+    assert result.statuses == ["processed"] * 2 + ["duplicate"] + ["processed"] * 8
+    # The update that arrived first inserted the row, so the app saw a user.created; the stale
+    # create, the duplicate, the stale update and both late creates ran nothing.
+    assert result.handler_calls == [
+        "user.created ada@example.com",
+        "user.updated ada@lovelace.dev",
+        "user.created grace@example.com",
+        "user.deleted user_01GRACE",
+        "session.created user_01ADA",
+    ]
+    assert result.users == {"user_01ADA": "ada@lovelace.dev"}
+    assert result.tombstones == ["user_01GRACE", "user_01LINUS"]
+    assert any("answered 401" in line for line in lines)
