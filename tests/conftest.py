@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -95,9 +96,10 @@ def build_app(authkit: AuthKit) -> FastAPI:
     return app
 
 
-@pytest.fixture
-async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to a real app (lifespan run) through ASGITransport."""
+@asynccontextmanager
+async def app_client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
+    """Build the app for ``authkit`` (after its handlers are registered), run its lifespan, and
+    yield an HTTP client talking to it through ASGITransport."""
     app = build_app(authkit)
     async with (
         authkit.lifespan(app),
@@ -105,6 +107,13 @@ async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"
         ) as client,
     ):
+        yield client
+
+
+@pytest.fixture
+async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to a real app (lifespan run) through ASGITransport."""
+    async with app_client(authkit) as client:
         yield client
 
 
