@@ -1,5 +1,14 @@
 """WorkOS AuthKit for FastAPI: signed webhooks, durable user sync, Actions and current_user."""
 
+from .actions import (
+    ActionResponse,
+    ActionVerdict,
+    AuthenticationAction,
+    Invitation,
+    SignedActionResponse,
+    UserData,
+    UserRegistrationAction,
+)
 from .authkit import AuthKit
 from .errors import (
     AuthKitError,
@@ -22,9 +31,12 @@ from .pipeline import Effect
 from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
 
 __all__ = [
+    "ActionResponse",
+    "ActionVerdict",
     "AuthKit",
     "AuthKitError",
     "AuthSession",
+    "AuthenticationAction",
     "ConfigurationError",
     "DatabaseUnavailableError",
     "DeletedUser",
@@ -32,10 +44,14 @@ __all__ = [
     "Event",
     "HandlerError",
     "InvalidEventError",
+    "Invitation",
     "Organization",
     "OrganizationMembership",
     "SignatureError",
+    "SignedActionResponse",
     "User",
+    "UserData",
+    "UserRegistrationAction",
     "WorkOSEventRecord",
     "WorkOSLease",
     "WorkOSSyncState",

@@ -13,6 +13,14 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
+from .actions import (
+    ActionHandler,
+    ActionRegistry,
+    ActionType,
+    UnhandledActionPolicy,
+    add_action_route,
+    check_action_options,
+)
 from .config import ONE_MIB, Clock, Settings
 from .database import create_tables, make_engine
 from .handlers import EventHandler, HandlerRegistry
@@ -52,6 +60,11 @@ class AuthKit:
         prefix: Path prefix of the router (``/workos``).
         max_body_size: Largest accepted request body, in bytes (1 MiB).
         clock: Returns the current Unix time in seconds; injectable for tests.
+        action_timeout: Time budget of an Action handler, in seconds (5). Past it the endpoint
+            answers 504, logs an error and rolls back the handler's writes; WorkOS then applies
+            the endpoint's fallback.
+        unhandled_action: The verdict for an Action type with no handler, ``"deny"`` (default)
+            or ``"allow"``; each such request is logged at WARNING.
         http_transport: The httpx transport for every call to WorkOS (REST and JWKS); tests pass
             a mock or an ASGI transport to a fake WorkOS.
     """
@@ -75,6 +88,8 @@ class AuthKit:
         max_body_size: int = ONE_MIB,
         clock: Clock = time.time,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        action_timeout: float = 5.0,
+        unhandled_action: UnhandledActionPolicy = "deny",
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -99,6 +114,10 @@ class AuthKit:
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
         self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
+        check_action_options(action_timeout, unhandled_action)
+        self.action_timeout = float(action_timeout)
+        self.unhandled_action: UnhandledActionPolicy = unhandled_action
+        self.action_handlers = ActionRegistry()
 
     @property
     def engine(self) -> Engine:
@@ -141,17 +160,46 @@ class AuthKit:
         """Register ``handler`` for ``event_type`` without the decorator syntax."""
         self.on(event_type)(handler)
 
-    def router(self, *, webhooks: bool = True) -> APIRouter:
+    def action(self, action_type: ActionType) -> Callable[[H], H]:
+        """Register the handler deciding ``action_type``: ``@authkit.action("user_registration")``.
+
+        ``action_type`` is ``"user_registration"`` or ``"authentication"``; one handler each.
+        The handler is called as ``handler(session, action, response)`` and returns
+        ``response.allow()`` or ``response.deny(message)``. Sync handlers run in a worker thread,
+        async ones on the event loop. The session is committed after a verdict and rolled back
+        if the handler raises, runs past ``action_timeout`` or returns no verdict. See the
+        Actions guide for the failure modes.
+        """
+
+        def register(handler: H) -> H:
+            self.action_handlers.add(action_type, handler)
+            return handler
+
+        return register
+
+    def add_action_handler(self, action_type: ActionType, handler: ActionHandler) -> None:
+        """Register ``handler`` for ``action_type`` without the decorator syntax."""
+        self.action(action_type)(handler)
+
+    def router(self, *, webhooks: bool = True, actions: bool | None = None) -> APIRouter:
         """Build the router to mount with ``app.include_router(authkit.router())``.
+
+        Register Action handlers before calling this: whether the Actions route is mounted is
+        decided here.
 
         Args:
             webhooks: Mount ``POST {prefix}/webhook``. It needs the webhook secret, so this
                 raises `ConfigurationError` at start-up when it is missing; an app that only
                 uses Actions passes ``webhooks=False``.
+            actions: Mount ``POST {prefix}/action``. ``None`` (default) mounts it when at least
+                one Action handler is registered. It needs the action secret, so this raises
+                `ConfigurationError` at start-up when it is missing.
         """
         router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
         if webhooks:
             add_webhook_route(router, self)
+        if actions or (actions is None and self.action_handlers):
+            add_action_route(router, self)
         return router
 
     @asynccontextmanager

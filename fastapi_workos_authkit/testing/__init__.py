@@ -4,6 +4,22 @@ Nothing here talks to WorkOS: payloads are built locally and signed with your te
 """
 
 from . import factories
+from .actions import (
+    authentication_action,
+    invitation,
+    signed_action_request,
+    user_registration_action,
+    verify_action_response,
+)
 from .webhooks import encode, signed_delivery
 
-__all__ = ["encode", "factories", "signed_delivery"]
+__all__ = [
+    "authentication_action",
+    "encode",
+    "factories",
+    "invitation",
+    "signed_action_request",
+    "signed_delivery",
+    "user_registration_action",
+    "verify_action_response",
+]

@@ -1,0 +1,568 @@
+"""WorkOS Actions (SPEC §3): typed requests, allow/deny verdicts, the signed reply and the route.
+
+WorkOS calls the Actions endpoint synchronously during a sign-up or a sign-in and waits for a
+signed verdict. Anything other than a verified 200 makes WorkOS apply the endpoint's configured
+fallback (deny by default), so every failure here answers a non-2xx status rather than guessing a
+verdict on the app's behalf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from sqlmodel import Session
+
+from .body import read_limited_body
+from .database import is_unavailable
+from .errors import ConfigurationError, InvalidEventError, SignatureError
+from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
+from .signatures import compute_signature, verify_signature
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from .authkit import AuthKit
+
+logger = logging.getLogger("fastapi_workos_authkit")
+
+ActionType = Literal["authentication", "user_registration"]
+"""The action types an app can handle: ``@authkit.action("user_registration")``."""
+
+ACTION_TYPES: tuple[str, ...] = get_args(ActionType)
+
+UnhandledActionPolicy = Literal["deny", "allow"]
+"""What to answer for an action type that has no handler."""
+
+
+# --- Request models -------------------------------------------------------------------------
+
+
+class UserData(WorkOSModel):
+    """What a person typed when signing up: there is no WorkOS user yet."""
+
+    object: str = "user_data"
+    email: str
+    name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class Invitation(WorkOSModel):
+    """The invitation a sign-up is accepting, when there is one."""
+
+    object: str = "invitation"
+    id: str
+    email: str | None = None
+    state: str | None = None
+    organization_id: str | None = None
+    inviter_user_id: str | None = None
+    accepted_at: UTCDateTime | None = None
+    revoked_at: UTCDateTime | None = None
+    expires_at: UTCDateTime | None = None
+    created_at: UTCDateTime | None = None
+    updated_at: UTCDateTime | None = None
+
+
+class AuthenticationAction(WorkOSModel):
+    """An ``authentication_action_context``: a known user is signing in.
+
+    ``organization`` and ``organization_membership`` are set when the sign-in is for an
+    organization. Unknown fields are kept (``model_extra``), as WorkOS adds fields over time.
+    """
+
+    object: Literal["authentication_action_context"]
+    id: str
+    user: User
+    organization: Organization | None = None
+    organization_membership: OrganizationMembership | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    device_fingerprint: str | None = None
+    issuer: str | None = None
+
+    @property
+    def action_type(self) -> ActionType:
+        """``"authentication"``: the name handlers are registered under."""
+        return "authentication"
+
+
+class UserRegistrationAction(WorkOSModel):
+    """A ``user_registration_action_context``: someone is signing up.
+
+    ``user_data`` holds what they entered; ``invitation`` is set when they accept one.
+    """
+
+    object: Literal["user_registration_action_context"]
+    id: str
+    user_data: UserData
+    invitation: Invitation | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    device_fingerprint: str | None = None
+
+    @property
+    def action_type(self) -> ActionType:
+        """``"user_registration"``: the name handlers are registered under."""
+        return "user_registration"
+
+
+Action: TypeAlias = AuthenticationAction | UserRegistrationAction
+"""Any Action request this package understands."""
+
+_ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Annotated[Action, Field(discriminator="object")])
+
+_CONTEXT_SUFFIX = "_action_context"
+
+
+def parse_action(payload: Any) -> Action:
+    """Validate decoded JSON into a typed Action; raise `InvalidEventError` if it is not one."""
+    if not isinstance(payload, dict):
+        raise InvalidEventError("An Action request must be a JSON object")
+    try:
+        return _ACTION_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        # Name the fields, never echo their values: they hold personal data.
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        ]
+        raise InvalidEventError("Invalid Action request: " + "; ".join(problems[:5])) from None
+
+
+# --- Verdicts and the signed reply -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionVerdict:
+    """A decision built by `ActionResponse.allow` or `ActionResponse.deny`.
+
+    Attributes:
+        action_type: Which action this answers (decides the reply's ``object``).
+        verdict: ``"Allow"`` or ``"Deny"``, spelled as WorkOS expects.
+        error_message: Shown to the person on a deny; ``None`` sends no message.
+    """
+
+    action_type: str
+    verdict: Literal["Allow", "Deny"]
+    error_message: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether this verdict lets the sign-up or sign-in go ahead."""
+        return self.verdict == "Allow"
+
+    @property
+    def response_object(self) -> str:
+        """The reply's ``object``: ``authentication_action_response`` and so on."""
+        return f"{self.action_type}_action_response"
+
+    def payload(self, timestamp_ms: int) -> dict[str, Any]:
+        """The payload to sign, keys in WorkOS's order; ``error_message`` only on a deny."""
+        payload: dict[str, Any] = {"timestamp": timestamp_ms, "verdict": self.verdict}
+        if self.verdict == "Deny" and self.error_message is not None:
+            payload["error_message"] = self.error_message
+        return payload
+
+
+class ActionResponse:
+    """Builds verdicts for one action; handlers receive it as their third argument.
+
+    ``return response.allow()`` or ``return response.deny("Please use your work email")``.
+    """
+
+    __slots__ = ("action_type",)
+
+    def __init__(self, action_type: ActionType) -> None:
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"Unknown action type {action_type!r}: use one of {ACTION_TYPES}")
+        self.action_type: ActionType = action_type
+
+    def allow(self) -> ActionVerdict:
+        """Let the sign-up or sign-in go ahead."""
+        return ActionVerdict(self.action_type, "Allow")
+
+    def deny(self, message: str | None = None) -> ActionVerdict:
+        """Refuse it; ``message`` is shown to the person (keep it short and helpful)."""
+        if message is not None and not isinstance(message, str):
+            raise TypeError("deny() takes the message to show as a string")
+        return ActionVerdict(self.action_type, "Deny", message)
+
+    def __repr__(self) -> str:
+        return f"ActionResponse({self.action_type!r})"
+
+
+def compact_json(value: Any) -> str:
+    """JSON as JavaScript's ``JSON.stringify`` writes it: no spaces, non-ASCII characters raw."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def sign_action_response(verdict: ActionVerdict, secret: str, *, timestamp_ms: int) -> bytes:
+    """Return the body of the signed reply to WorkOS for ``verdict`` (SPEC §3).
+
+    The signature covers ``f"{timestamp}.{compact_json(payload)}"``, and the body carries the
+    payload serialised the same way, so a verifier can recompute it from the bytes sent.
+    """
+    payload_json = compact_json(verdict.payload(timestamp_ms))
+    signature = compute_signature(timestamp_ms, payload_json.encode("utf-8"), secret)
+    # Assembled by hand so the payload bytes in the body are exactly the bytes that were signed.
+    return (
+        f'{{"object":{compact_json(verdict.response_object)},'
+        f'"payload":{payload_json},"signature":"{signature}"}}'
+    ).encode()
+
+
+class ActionResponsePayload(BaseModel):
+    """The signed part of the reply."""
+
+    timestamp: int = Field(description="Unix time in milliseconds when the verdict was signed.")
+    verdict: Literal["Allow", "Deny"]
+    error_message: str | None = Field(
+        default=None, description="Present only on a deny with a message."
+    )
+
+
+class SignedActionResponse(BaseModel):
+    """The reply WorkOS verifies: the verdict, and its signature with the action secret."""
+
+    object: Literal["authentication_action_response", "user_registration_action_response"]
+    payload: ActionResponsePayload
+    signature: str = Field(description="hex HMAC-SHA256 of '<timestamp>.<compact payload>'.")
+
+
+# --- Handlers ------------------------------------------------------------------------------------
+
+ActionHandler = Callable[[Session, Any, ActionResponse], Any]
+"""``(session, action, response) -> ActionVerdict``, sync or async."""
+
+
+class ActionRegistry:
+    """At most one handler per action type: two verdicts for one request cannot be combined."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, ActionHandler] = {}
+
+    def add(self, action_type: str, handler: ActionHandler) -> None:
+        """Register ``handler`` for ``action_type``; a second handler for a type is an error."""
+        if action_type not in ACTION_TYPES:
+            raise ValueError(
+                f"Unknown action type {action_type!r}: use 'user_registration' or 'authentication'"
+            )
+        if not callable(handler):
+            raise TypeError(f"The handler for {action_type!r} actions must be callable")
+        if action_type in self._handlers:
+            raise ValueError(f"A handler for {action_type!r} actions is already registered")
+        self._handlers[action_type] = handler
+
+    def get(self, action_type: str) -> ActionHandler | None:
+        """The handler for ``action_type``, if any."""
+        return self._handlers.get(action_type)
+
+    def __bool__(self) -> bool:
+        return bool(self._handlers)
+
+
+def check_action_options(budget: float, unhandled: str) -> None:
+    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` values at construction."""
+    if not budget > 0:
+        raise ConfigurationError("action_timeout must be a positive number of seconds.")
+    if unhandled not in get_args(UnhandledActionPolicy):
+        raise ConfigurationError(f"unhandled_action must be 'deny' or 'allow' (got {unhandled!r}).")
+
+
+class _HandlerFailed(Exception):
+    """The handler raised or returned something other than a verdict (already logged)."""
+
+    def __init__(self, unavailable: bool = False) -> None:
+        super().__init__()
+        self.unavailable = unavailable
+
+
+class _TimedOut(Exception):
+    """The handler ran past the time budget (already logged)."""
+
+
+@dataclass
+class _SyncRun:
+    """State shared between the request and a sync handler's worker thread.
+
+    A timed-out worker cannot be stopped, only abandoned; the lock makes "commit" and "abandon"
+    mutually exclusive, so an abandoned handler's writes are always rolled back.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False
+    committing: bool = False
+    verdict: ActionVerdict | None = None
+    error: BaseException | None = None
+
+
+def _as_verdict(result: Any) -> ActionVerdict:
+    if isinstance(result, ActionVerdict):
+        return result
+    raise TypeError(
+        f"returned {type(result).__name__} instead of response.allow() or response.deny(...)"
+    )
+
+
+def _log_failure(action: Action, exc: BaseException) -> None:
+    # The exception message and locals may hold the email: log the type and the stack only.
+    stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    logger.error(
+        "action %s (%s): the handler failed with %s; answering 500 so WorkOS applies its "
+        "fallback. Stack:\n%s",
+        action.id,
+        action.action_type,
+        type(exc).__name__,
+        stack,
+    )
+
+
+async def run_handler(
+    handler: ActionHandler, engine: Engine, action: Action, budget: float
+) -> ActionVerdict:
+    """Call ``handler`` with a fresh session; commit on a verdict, roll back on anything else.
+
+    Raises `_HandlerFailed` or `_TimedOut`, after logging, when there is no verdict to send.
+    """
+    response = ActionResponse(action.action_type)
+    if inspect.iscoroutinefunction(handler):
+        return await _run_async(handler, engine, action, response, budget)
+    return await _run_sync(handler, engine, action, response, budget)
+
+
+async def _run_async(
+    handler: ActionHandler,
+    engine: Engine,
+    action: Action,
+    response: ActionResponse,
+    budget: float,
+) -> ActionVerdict:
+    session = Session(engine)
+    try:
+        with anyio.move_on_after(budget) as scope:
+            result = await handler(session, action, response)
+        # A handler that blocks the loop cannot be interrupted; it still must not beat the budget.
+        if scope.cancelled_caught or anyio.current_time() >= scope.deadline:
+            _log_timeout(action, budget)
+            raise _TimedOut
+        verdict = _as_verdict(result)
+        await anyio.to_thread.run_sync(session.commit)
+        return verdict
+    except (_TimedOut, anyio.get_cancelled_exc_class()):
+        raise
+    except Exception as exc:
+        _log_failure(action, exc)
+        raise _HandlerFailed(is_unavailable(exc)) from None
+    finally:
+        # Closing an uncommitted session rolls back whatever the handler did; shielded so a
+        # client that hangs up does not leave the connection checked out.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close)
+
+
+async def _run_sync(
+    handler: ActionHandler,
+    engine: Engine,
+    action: Action,
+    response: ActionResponse,
+    budget: float,
+) -> ActionVerdict:
+    run = _SyncRun()
+
+    def work() -> None:
+        try:
+            with Session(engine) as session:
+                verdict = _as_verdict(handler(session, action, response))
+                with run.lock:
+                    if run.abandoned:
+                        return  # leaving the block rolls back
+                    run.committing = True
+                session.commit()
+                run.verdict = verdict
+        except BaseException as exc:
+            run.error = exc
+        finally:
+            run.done.set()
+
+    with anyio.move_on_after(budget) as scope:
+        await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    if scope.cancelled_caught:
+        with run.lock:
+            late = run.committing
+            run.abandoned = not late
+        if not late:
+            _log_timeout(action, budget)
+            raise _TimedOut
+        # The handler answered in time and its commit is under way: wait for that, not a verdict
+        # thrown away after its writes were kept.
+        await anyio.to_thread.run_sync(run.done.wait)
+    if run.error is not None:
+        _log_failure(action, run.error)
+        raise _HandlerFailed(is_unavailable(run.error))
+    assert run.verdict is not None
+    return run.verdict
+
+
+def _log_timeout(action: Action, budget: float) -> None:
+    logger.error(
+        "action %s (%s): the handler ran past action_timeout=%ss; answering 504 so WorkOS "
+        "applies its fallback, and rolling back its writes",
+        action.id,
+        action.action_type,
+        f"{budget:g}",
+    )
+
+
+# --- The route -----------------------------------------------------------------------------------
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "The body verified but is not a valid Action request."},
+    401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
+    413: {"description": "The body is larger than the configured limit."},
+    500: {"description": "The handler raised or returned no verdict; WorkOS applies its fallback."},
+    503: {"description": "The database is unavailable; WorkOS applies its fallback."},
+    504: {"description": "The handler ran past action_timeout; WorkOS applies its fallback."},
+}
+
+
+def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
+    """Mount ``POST /action`` on ``router`` for ``authkit``; the action secret must be set."""
+    secret = authkit.settings.require_action_secret()
+
+    @router.post(
+        "/action",
+        response_class=Response,
+        responses={
+            200: {
+                "model": SignedActionResponse,
+                "description": "The signed verdict.",
+            },
+            **_ERRORS,
+        },
+        summary="Decide a WorkOS Action (sign-up or sign-in)",
+        description=(
+            "Verifies the `WorkOS-Signature` header over the raw body with the action secret, "
+            "calls the app's handler for the action type, and answers its verdict signed with "
+            "the same secret. Any non-2xx answer makes WorkOS apply the endpoint's fallback."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def decide_action(
+        request: Request,
+        workos_signature: Annotated[
+            str | None,
+            Header(alias="WorkOS-Signature", description="t=<ms>, v1=<hex HMAC-SHA256>"),
+        ] = None,
+    ) -> Response:
+        started = time.perf_counter()
+        if not workos_signature:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "WorkOS-Signature header is missing")
+        body = await read_limited_body(request, authkit.settings.max_body_size)
+        try:
+            verify_signature(
+                body,
+                workos_signature,
+                secret,
+                tolerance=authkit.settings.action_tolerance,
+                now=authkit.clock,
+            )
+        except SignatureError as exc:
+            logger.warning("action refused: %s", exc)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "Body is not valid JSON") from None
+        unknown = _unknown_action_type(payload)
+        if unknown is not None:
+            # A type WorkOS added after this release: no model, so no handler; apply the policy.
+            return _unhandled(authkit, secret, payload, unknown, started)
+        try:
+            action = parse_action(payload)
+        except InvalidEventError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+        handler = authkit.action_handlers.get(action.action_type)
+        if handler is None:
+            return _unhandled(authkit, secret, payload, action.action_type, started)
+        try:
+            verdict = await run_handler(handler, authkit.engine, action, authkit.action_timeout)
+        except _TimedOut:
+            raise HTTPException(
+                status.HTTP_504_GATEWAY_TIMEOUT,
+                "The action handler ran past its time budget; nothing was committed",
+            ) from None
+        except _HandlerFailed as exc:
+            if exc.unavailable:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, "The database is unavailable"
+                ) from None
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR,
+                "The action handler failed; nothing was committed",
+            ) from None
+        if verdict.action_type != action.action_type:
+            # A verdict built for the other action type would be signed under the wrong object.
+            verdict = ActionVerdict(action.action_type, verdict.verdict, verdict.error_message)
+        return _answer(authkit, secret, action.id, verdict, started)
+
+
+def _unknown_action_type(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    kind = payload.get("object")
+    if not isinstance(kind, str) or not kind.endswith(_CONTEXT_SUFFIX):
+        return None
+    name = kind.removesuffix(_CONTEXT_SUFFIX)
+    if name in ACTION_TYPES or not name.replace("_", "").isalpha() or len(name) > 64:
+        return None
+    return name
+
+
+def _unhandled(
+    authkit: AuthKit, secret: str, payload: dict[str, Any], action_type: str, started: float
+) -> Response:
+    action_id = payload.get("id") if isinstance(payload.get("id"), str) else "<no id>"
+    policy = authkit.unhandled_action
+    logger.warning(
+        "action %s (%s): no handler is registered for this action type; answering %s "
+        "(unhandled_action=%r)",
+        action_id,
+        action_type,
+        policy,
+        policy,
+    )
+    verdict = ActionVerdict(action_type, "Allow" if policy == "allow" else "Deny")
+    return _answer(authkit, secret, str(action_id), verdict, started)
+
+
+def _answer(
+    authkit: AuthKit, secret: str, action_id: str, verdict: ActionVerdict, started: float
+) -> Response:
+    timestamp_ms = int(authkit.clock() * 1000)
+    body = sign_action_response(verdict, secret, timestamp_ms=timestamp_ms)
+    logger.info(
+        "action %s (%s): %s in %.1f ms",
+        action_id,
+        verdict.action_type,
+        verdict.verdict,
+        (time.perf_counter() - started) * 1000,
+    )
+    return Response(content=body, media_type="application/json")
