@@ -184,6 +184,35 @@ class EventPipeline:
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
         return Result(Outcome.PROCESSED, effect)
 
+    def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
+        """Apply a user fetched from the REST API (just in time, backfill) and run its handlers.
+
+        The same rules as events: newest ``updated_at`` wins, tombstones are respected. The
+        handlers of the effective change run in the transaction (an insert runs ``user.created``
+        handlers) with a synthetic event ``{source}_{user id}_{updated_at ms}``; nothing goes to
+        the ledger, since no WorkOS event id exists. Raises `HandlerError` (rolled back) and
+        `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
+        """
+        try:
+            with Session(self._engine(), expire_on_commit=False) as session:
+                effect = apply_user(session, user)
+                handler_type = _HANDLERS_FOR_EFFECT.get(effect)
+                if handler_type is not None:
+                    stamp = int(user.updated_at.timestamp() * 1000)
+                    event = Event[User](
+                        id=f"{source}_{user.id}_{stamp}",
+                        event=handler_type,
+                        data=user,
+                        created_at=user.updated_at,
+                    )
+                    self._run_handlers(session, event, effect)
+                session.commit()
+        except SQLAlchemyError as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailableError("The database is unavailable") from exc
+            raise
+        return effect
+
     def _claim(
         self, session: Session, event: Event[Any], payload: dict[str, Any], source: str
     ) -> WorkOSEventRecord | None:
@@ -205,11 +234,13 @@ class EventPipeline:
                 payload=payload,
             )
             .on_conflict_do_nothing(index_elements=["id"])
-        )
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+            .returning(table.c.id)
+        ).first()
         record = session.exec(
             select(WorkOSEventRecord).where(WorkOSEventRecord.id == event.id).with_for_update()
         ).one()
-        if inserted.rowcount == 1:  # type: ignore[attr-defined]
+        if inserted is not None:
             return record
         if record.status == EventStatus.PROCESSED:
             return None
