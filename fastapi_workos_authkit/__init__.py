@@ -28,13 +28,17 @@ from .events import (
     parse_event,
 )
 from .pipeline import Effect
+from .providers import AuthProvider, auth_config_providers, custom_domain_providers
 from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
+from .tokens import AccessTokenClaims, InvalidTokenError
 
 __all__ = [
+    "AccessTokenClaims",
     "ActionResponse",
     "ActionVerdict",
     "AuthKit",
     "AuthKitError",
+    "AuthProvider",
     "AuthSession",
     "AuthenticationAction",
     "ConfigurationError",
@@ -44,6 +48,7 @@ __all__ = [
     "Event",
     "HandlerError",
     "InvalidEventError",
+    "InvalidTokenError",
     "Invitation",
     "Organization",
     "OrganizationMembership",
@@ -57,5 +62,7 @@ __all__ = [
     "WorkOSSyncState",
     "WorkOSUser",
     "WorkOSUserTombstone",
+    "auth_config_providers",
+    "custom_domain_providers",
     "parse_event",
 ]

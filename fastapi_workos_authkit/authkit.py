@@ -23,14 +23,26 @@ from .actions import (
 )
 from .config import ONE_MIB, Clock, Settings
 from .database import create_tables, make_engine
+from .dependencies import (
+    ClaimsDependency,
+    CurrentUserDependency,
+    OptionalUserDependency,
+    RequireOrganization,
+    RequirePermissions,
+    RequireRoles,
+    UserStore,
+)
 from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
+from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
+from .tokens import TokenOptions, TokenVerifier
 from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
 H = TypeVar("H", bound=Callable[..., Any])
+R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
 
 
 class AuthKit:
@@ -67,6 +79,17 @@ class AuthKit:
             or ``"allow"``; each such request is logged at WARNING.
         http_transport: The httpx transport for every call to WorkOS (REST and JWKS); tests pass
             a mock or an ASGI transport to a fake WorkOS.
+        token_leeway: Clock skew tolerated on access-token ``exp``/``nbf``/``iat``, in seconds
+            (10; at most 300).
+        jwks_cache_ttl: How long fetched signing keys are trusted before a refresh, in seconds
+            (600).
+        jwks_refetch_cooldown: The least time between two JWKS fetches, in seconds (30): an
+            unknown ``kid`` triggers a refetch, a flood of them at most one per cooldown.
+        token_cache_size: How many verified access tokens are remembered until their ``exp``
+            (10,000; 0 turns the cache off).
+        extra_providers: More trusted token issuers besides the client's two WorkOS ones, as
+            `AuthProvider` objects or seed-shaped dicts (for example `custom_domain_providers`
+            for a custom auth domain). They are verified and emitted by `auth_config_providers`.
     """
 
     def __init__(
@@ -90,6 +113,11 @@ class AuthKit:
         http_transport: httpx.AsyncBaseTransport | None = None,
         action_timeout: float = 5.0,
         unhandled_action: UnhandledActionPolicy = "deny",
+        token_leeway: float = 10.0,
+        jwks_cache_ttl: float = 600.0,
+        jwks_refetch_cooldown: float = 30.0,
+        token_cache_size: int = 10_000,
+        extra_providers: Iterable[ProviderLike] = (),
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -119,12 +147,81 @@ class AuthKit:
         self.unhandled_action: UnhandledActionPolicy = unhandled_action
         self.action_handlers = ActionRegistry()
 
+        self.token_options = TokenOptions(
+            token_leeway=float(token_leeway),
+            jwks_cache_ttl=float(jwks_cache_ttl),
+            jwks_refetch_cooldown=float(jwks_refetch_cooldown),
+            token_cache_size=token_cache_size,
+        )
+        self.extra_providers = coerce_providers(extra_providers)
+        self._token_verifier: TokenVerifier | None = None
+        self.users = UserStore(self)
+        self._requirements: dict[tuple[type, Any], Any] = {}
+        # Stable objects, so `app.dependency_overrides[authkit.current_user]` works.
+        self.current_user = CurrentUserDependency(self)
+        """Dependency: the caller's synced `WorkOSUser` (401 without a valid token)."""
+        self.optional_user = OptionalUserDependency(self)
+        """Dependency: like `current_user`, but ``None`` when no token is sent."""
+        self.claims = ClaimsDependency(self)
+        """Dependency: the verified `AccessTokenClaims`, without a database read."""
+
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine, created on first use from ``database_url`` if none was given."""
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
         return self._engine
+
+    def providers(self) -> list[AuthProvider]:
+        """The trusted token issuers: the client's two WorkOS providers, then the extra ones.
+
+        The JWKS URL is built from ``api_base_url``, so the defaults give exactly the seed's URLs
+        and a test's fake WorkOS serves the keys.
+        """
+        client_id = self.settings.require_client_id("access-token verification")
+        base = workos_providers(client_id, self.settings.api_hostname, self.settings.api_base_url)
+        return [*base, *self.extra_providers]
+
+    def auth_config_providers(self) -> list[dict[str, str]]:
+        """`providers` in the seed's shape (``type, issuer, algorithm, jwks, applicationID``)."""
+        return [provider.as_dict() for provider in self.providers()]
+
+    @property
+    def token_verifier(self) -> TokenVerifier:
+        """The access-token verifier, built on first use from `providers` (needs the client id)."""
+        if self._token_verifier is None:
+            self._token_verifier = TokenVerifier(
+                self.providers(),
+                client_id=self.settings.require_client_id("access-token verification"),
+                transport=self.http_transport,
+                clock=self.clock,
+                options=self.token_options,
+            )
+        return self._token_verifier
+
+    def require_permissions(self, *permissions: str) -> RequirePermissions:
+        """Dependency: 403 ``insufficient_scope`` unless the token grants every permission."""
+        if not permissions:
+            raise TypeError("require_permissions() needs at least one permission slug")
+        return self._requirement(RequirePermissions, permissions)
+
+    def require_roles(self, *roles: str) -> RequireRoles:
+        """Dependency: 403 ``insufficient_scope`` unless the token has one of ``roles``."""
+        if not roles:
+            raise TypeError("require_roles() needs at least one role slug")
+        return self._requirement(RequireRoles, roles)
+
+    def require_organization(self, organization_id: str | None = None) -> RequireOrganization:
+        """Dependency: 403 unless the session is scoped to an organization (this one, if given)."""
+        return self._requirement(RequireOrganization, organization_id)
+
+    def _requirement(self, kind: type[R], argument: Any) -> R:
+        # The same arguments give the same object, so it can be a key of dependency_overrides.
+        key = (kind, argument)
+        if key not in self._requirements:
+            self._requirements[key] = kind(self, argument)
+        found: R = self._requirements[key]
+        return found
 
     @property
     def workos_api(self) -> WorkOSClient:
@@ -218,9 +315,16 @@ class AuthKit:
     async def startup(self) -> None:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
         await anyio.to_thread.run_sync(create_tables, self.engine)
+        if self.settings.client_id:
+            # Warm the signing keys so the first request does not wait; a failure only warns
+            # (the app starts, and the keys are fetched on the first token instead).
+            await self.token_verifier.preload()
+
 
     async def shutdown(self) -> None:
         """What the lifespan does on shutdown: close the WorkOS client's connection pool."""
         if self._workos_api is not None:
             await self._workos_api.aclose()
             self._workos_api = None
+        if self._token_verifier is not None:
+            await self._token_verifier.aclose()

@@ -11,15 +11,20 @@ from .actions import (
     user_registration_action,
     verify_action_response,
 )
+from .tokens import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
 from .webhooks import encode, signed_delivery
 
 __all__ = [
+    "FakeJWKS",
+    "RSAKeyPair",
+    "TokenFactory",
     "authentication_action",
     "encode",
     "factories",
     "invitation",
     "signed_action_request",
     "signed_delivery",
+    "tamper_header",
     "user_registration_action",
     "verify_action_response",
 ]

@@ -1,0 +1,1 @@
+"""The load and fault harness behind ``bench/run.py``: processes, load generation, scenarios."""

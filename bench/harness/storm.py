@@ -1,0 +1,425 @@
+"""Scenarios 1 and 2: a webhook storm, then the same storm under faults, checked against a model.
+
+The model of the sync rules is deliberately simple and separate from the package's code:
+
+* a user's final row is its snapshot with the newest ``updated_at``, unless the user was deleted;
+* a deleted user is absent and has a tombstone;
+* replaying one user's events in the order the ledger says they were processed (``processed_at``;
+  the pipeline serialises each user behind a lock), an event has an *effect* when it inserts the
+  user (``user.created`` handlers), makes it newer (``user.updated``) or removes it
+  (``user.deleted``). Each effective event must have run exactly its one handler, once, and no
+  other event may have run any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+
+from fastapi_workos_authkit.signatures import sign_header
+from fastapi_workos_authkit.testing import encode, factories
+
+from .load import Deliverer, DeliveryStats, make_clients, run_jobs, timed_requests
+
+WEBHOOK_PATH = "/workos/webhook"
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class StormEvent:
+    """One unique event of the storm, with what the model needs to know about it."""
+
+    event_id: str
+    event_type: str
+    user_id: str
+    updated_at: datetime | None  # None for user.deleted
+    email: str | None
+    body: bytes
+
+
+@dataclass
+class Storm:
+    """The unique events and the shuffled delivery plan (single and concurrent-pair jobs)."""
+
+    events: list[StormEvent]
+    plan: list[tuple[StormEvent, int]]  # (event, copies sent at the same moment)
+    users: int
+    deleted_users: set[str] = field(default_factory=set)
+
+    @property
+    def deliveries(self) -> int:
+        return sum(copies for _, copies in self.plan)
+
+
+def make_storm(tag: str, users: int, deliveries: int, *, seed: int) -> Storm:
+    """``deliveries`` deliveries over ``users`` users: 20% duplicates (half of them sent at the
+    same moment as the original, on another connection), 10% of users deleted, shuffled."""
+    rng = random.Random(seed)
+    unique = round(deliveries * 0.8)
+    per_user = max(2, unique // users)
+    events: list[StormEvent] = []
+    deleted: set[str] = set()
+    counter = 0
+    for index in range(users):
+        user_id = f"user_01{tag}{index:016d}"
+        created = _BASE + timedelta(minutes=index)
+        is_deleted = rng.random() < 0.1
+        for step in range(per_user):
+            counter += 1
+            event_id = f"event_01{tag}{counter:016d}"
+            last = step == per_user - 1
+            if last and is_deleted:
+                deleted.add(user_id)
+                data = (
+                    {"id": user_id}
+                    if rng.random() < 0.5
+                    else factories.user(user_id, created_at=created, updated_at=created)
+                )
+                payload = factories.event(
+                    "user.deleted", data, event_id=event_id, created_at=created
+                )
+                events.append(
+                    StormEvent(event_id, "user.deleted", user_id, None, None, encode(payload))
+                )
+                continue
+            updated = created + timedelta(seconds=step)
+            email = f"{user_id.lower()}+v{step}@example.com"
+            data = factories.user(
+                user_id,
+                email=email,
+                first_name=f"Step{step}",
+                created_at=created,
+                updated_at=updated,
+            )
+            event_type = "user.created" if step == 0 else "user.updated"
+            payload = factories.event(event_type, data, event_id=event_id, created_at=updated)
+            events.append(
+                StormEvent(event_id, event_type, user_id, updated, email, encode(payload))
+            )
+    duplicates = deliveries - len(events)
+    plan: list[tuple[StormEvent, int]] = [(event, 1) for event in events]
+    chosen = rng.sample(range(len(events)), min(duplicates, len(events)))
+    half = len(chosen) // 2
+    for position in chosen[:half]:
+        plan[position] = (events[position], 2)  # sent twice at the same moment
+    plan.extend((events[position], 1) for position in chosen[half:])  # a later redelivery
+    rng.shuffle(plan)
+    return Storm(events=events, plan=plan, users=users, deleted_users=deleted)
+
+
+def reset_tables(url: str) -> None:
+    """Empty every table the scenarios write to."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "TRUNCATE workos_users, workos_events, workos_user_tombstones, "
+            "bench_handler_calls, bench_floor"
+        )
+
+
+def expected_effects(
+    storm: Storm, processed_at: dict[str, datetime]
+) -> tuple[set[tuple[str, str]], list[str]]:
+    """The (event id, handler) pairs the model expects, given the ledger's processing order."""
+    by_user: defaultdict[str, list[StormEvent]] = defaultdict(list)
+    missing: list[str] = []
+    for event in storm.events:
+        if event.event_id not in processed_at:
+            missing.append(event.event_id)
+            continue
+        by_user[event.user_id].append(event)
+    expected: set[tuple[str, str]] = set()
+    for events in by_user.values():
+        events.sort(key=lambda e: processed_at[e.event_id])
+        current: datetime | None = None
+        tombstoned = False
+        for event in events:
+            if event.event_type == "user.deleted":
+                if current is not None:
+                    expected.add((event.event_id, "user.deleted"))
+                current, tombstoned = None, True
+            elif tombstoned:
+                continue
+            elif current is None:
+                expected.add((event.event_id, "user.created"))
+                current = event.updated_at
+            elif event.updated_at is not None and event.updated_at > current:
+                expected.add((event.event_id, "user.updated"))
+                current = event.updated_at
+    return expected, missing
+
+
+def check_storm(url: str, storm: Storm) -> dict[str, Any]:
+    """Compare the database with the model; every check is a named boolean plus its evidence."""
+    with psycopg.connect(url) as connection:
+        users = {
+            row[0]: (row[1], row[2])
+            for row in connection.execute("SELECT id, email, updated_at FROM workos_users")
+        }
+        tombstones = {
+            row[0] for row in connection.execute("SELECT user_id FROM workos_user_tombstones")
+        }
+        ledger = {
+            row[0]: (row[1], row[2])
+            for row in connection.execute("SELECT id, status, processed_at FROM workos_events")
+        }
+        calls = Counter(
+            (row[0], row[1])
+            for row in connection.execute("SELECT event_id, handler FROM bench_handler_calls")
+        )
+    newest: dict[str, StormEvent] = {}
+    for event in storm.events:
+        if event.event_type == "user.deleted" or event.updated_at is None:
+            continue
+        best = newest.get(event.user_id)
+        if best is None or (best.updated_at is not None and event.updated_at > best.updated_at):
+            newest[event.user_id] = event
+    expected_users = {
+        user_id: (event.email, event.updated_at)
+        for user_id, event in newest.items()
+        if user_id not in storm.deleted_users
+    }
+    wrong_users = sorted(
+        user_id
+        for user_id in set(users) | set(expected_users)
+        if users.get(user_id) != expected_users.get(user_id)
+    )
+    processed_at = {
+        event_id: moment
+        for event_id, (status, moment) in ledger.items()
+        if status == "processed" and moment is not None
+    }
+    expected, not_processed = expected_effects(storm, processed_at)
+    storm_ids = {event.event_id for event in storm.events}
+    duplicated_calls = sorted(key for key, count in calls.items() if count > 1)
+    actual = set(calls)
+    checks = {
+        "user_table_equals_newest_state": not wrong_users,
+        "deleted_users_absent_and_tombstoned": storm.deleted_users <= tombstones
+        and not (storm.deleted_users & set(users)),
+        "every_event_processed_once_in_ledger": not not_processed and set(ledger) == storm_ids,
+        "handlers_ran_exactly_once_per_effective_change": actual == expected
+        and not duplicated_calls,
+    }
+    return {
+        "checks": checks,
+        "evidence": {
+            "users_expected": len(expected_users),
+            "users_in_table": len(users),
+            "wrong_users": wrong_users[:5],
+            "tombstones": len(tombstones),
+            "deleted_users": len(storm.deleted_users),
+            "ledger_rows": len(ledger),
+            "ledger_failed": sum(1 for status, _ in ledger.values() if status != "processed"),
+            "unique_events": len(storm.events),
+            "not_processed": len(not_processed),
+            "handler_calls": sum(calls.values()),
+            "effective_changes_expected": len(expected),
+            "handler_calls_missing": len(expected - actual),
+            "handler_calls_unexpected": len(actual - expected),
+            "handler_calls_duplicated": len(duplicated_calls),
+        },
+    }
+
+
+async def _drive(
+    base_url: str,
+    storm: Storm,
+    deliverer: Deliverer,
+    concurrency: int,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[float, list[StormEvent], int]:
+    """Deliver the plan; returns (seconds, events never acknowledged, pairs split over workers)."""
+    clients = make_clients(base_url, 4, concurrency)
+    unacknowledged: list[StormEvent] = []
+    split_pairs = 0
+
+    def job(event: StormEvent, copies: int, slot: int) -> Callable[[], Any]:
+        async def run() -> None:
+            nonlocal split_pairs
+            results = await asyncio.gather(
+                *(
+                    deliverer.deliver(clients[(slot + copy) % len(clients)], event.body)
+                    for copy in range(copies)
+                )
+            )
+            if all(outcome is None for outcome, _ in results):
+                unacknowledged.append(event)
+            if copies > 1 and len({worker for _, worker in results}) > 1:
+                split_pairs += 1
+
+        return run
+
+    jobs = [job(event, copies, slot) for slot, (event, copies) in enumerate(storm.plan)]
+    try:
+        elapsed = await run_jobs(jobs, concurrency, on_progress=on_progress)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return elapsed, unacknowledged, split_pairs
+
+
+async def measure_floor(
+    base_url: str, secret: str, storm: Storm, concurrency: int
+) -> dict[str, float]:
+    """The floor endpoint (HMAC check plus one INSERT) at the storm's concurrency and bodies."""
+    clients = make_clients(base_url, 4, concurrency)
+    bodies = [event.body for event in storm.events]
+    total = min(len(bodies), 5000)
+
+    async def request(i: int) -> httpx.Response:
+        body = bodies[i]
+        headers = {
+            "Content-Type": "application/json",
+            "WorkOS-Signature": sign_header(body, secret),
+        }
+        return await clients[i % len(clients)].post("/bench/floor", content=body, headers=headers)
+
+    try:
+        return await timed_requests(request, total, concurrency)
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def scenario_storm(
+    base_url: str, db_url: str, secret: str, *, users: int, deliveries: int, concurrency: int
+) -> dict[str, Any]:
+    """Scenario 1: the storm, its invariants, and events per second beside the floor."""
+    reset_tables(db_url)
+    storm = make_storm("STORM", users, deliveries, seed=1)
+    stats = DeliveryStats()
+    deliverer = Deliverer(secret, stats)
+    elapsed, unacknowledged, split_pairs = await _drive(base_url, storm, deliverer, concurrency)
+    result = check_storm(db_url, storm)
+    floor = await measure_floor(base_url, secret, storm, concurrency)
+    result["checks"]["no_delivery_lost"] = not unacknowledged and stats.given_up == 0
+    deliveries_per_s = storm.deliveries / elapsed
+    result["figures"] = {
+        "deliveries": storm.deliveries,
+        "unique_events": len(storm.events),
+        "users": users,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "deliveries_per_s": round(deliveries_per_s, 1),
+        "unique_events_per_s": round(len(storm.events) / elapsed, 1),
+        "concurrent_duplicate_pairs": sum(1 for _, copies in storm.plan if copies > 1),
+        "pairs_answered_by_two_workers": split_pairs,
+        "floor": floor,
+        "deliveries_per_s_vs_floor": round(deliveries_per_s / floor["rps"], 3)
+        if floor["rps"]
+        else None,
+        "delivery_p50_ms": round(sorted(stats.latencies)[len(stats.latencies) // 2] * 1000, 2)
+        if stats.latencies
+        else None,
+        "delivery_stats": stats.as_dict(),
+    }
+    return result
+
+
+async def scenario_faults(
+    base_url: str,
+    db_url: str,
+    secret: str,
+    *,
+    users: int,
+    deliveries: int,
+    concurrency: int,
+    restart_postgres: Callable[[], float],
+    kill_worker: Callable[[], int],
+    wait_workers: Callable[[], None],
+    set_failure_rate: Callable[[float], None],
+) -> dict[str, Any]:
+    """Scenario 2: the storm with PostgreSQL restarted, a worker SIGKILLed and a handler failing
+    10% of the time; then failures are replayed and the deferred deliveries redelivered."""
+    reset_tables(db_url)
+    storm = make_storm("FAULT", users, deliveries, seed=2)
+    stats = DeliveryStats()
+    deliverer = Deliverer(secret, stats, defer_500=True)
+    faults: dict[str, Any] = {}
+    tasks: list[asyncio.Task[Any]] = []
+    total_jobs = len(storm.plan)
+    loop = asyncio.get_running_loop()
+
+    def on_progress(done: int) -> None:
+        if done == total_jobs * 3 // 10 and "postgres_restart_s" not in faults:
+            faults["postgres_restart_s"] = None
+            tasks.append(loop.create_task(_restart(faults, restart_postgres)))
+        if done == total_jobs * 6 // 10 and "killed_worker" not in faults:
+            faults["killed_worker"] = kill_worker()
+            faults["killed_at_job"] = done
+
+    set_failure_rate(0.1)
+    try:
+        elapsed, unacknowledged, split_pairs = await _drive(
+            base_url, storm, deliverer, concurrency, on_progress=on_progress
+        )
+        await asyncio.gather(*tasks)
+    finally:
+        set_failure_rate(0.0)
+    # The supervisor has respawned the killed worker by now; wait so the replay and the
+    # redeliveries also run on two workers.
+    await asyncio.to_thread(wait_workers)
+    failed_before_replay = _count_failed(db_url)
+    replay: dict[str, Any] = {"failed_in_ledger_before_replay": failed_before_replay}
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+        response = await client.post("/bench/replay")
+        replay["replay_failed_status"] = response.status_code
+        replay["replay_failed_result"] = (
+            response.json().get("result") if response.is_success else response.text[:200]
+        )
+    replay["failed_in_ledger_after_replay"] = _count_failed(db_url)
+    # WorkOS redelivers everything that was not acknowledged; after a replay these come back as
+    # duplicates, which is exactly what a real redelivery would meet.
+    redeliver_stats = DeliveryStats()
+    redeliverer = Deliverer(secret, redeliver_stats)
+    redelivery = Storm(
+        events=storm.events,
+        plan=[(event, 1) for event in unacknowledged],
+        users=storm.users,
+        deleted_users=storm.deleted_users,
+    )
+    _, still_unacknowledged, _ = await _drive(base_url, redelivery, redeliverer, concurrency)
+    result = check_storm(db_url, storm)
+    lost = len(still_unacknowledged) + result["evidence"]["not_processed"]
+    result["checks"]["no_delivery_lost"] = lost == 0
+    result["figures"] = {
+        "deliveries": storm.deliveries,
+        "unique_events": len(storm.events),
+        "users": users,
+        "seconds": round(elapsed, 2),
+        "deliveries_per_s": round(storm.deliveries / elapsed, 1),
+        "faults": faults,
+        "pairs_answered_by_two_workers": split_pairs,
+        "refused": stats.refused,
+        "retried": stats.retried,
+        "deferred_500_redelivered": len(unacknowledged),
+        "lost": lost,
+        "replay": replay,
+        "delivery_stats": stats.as_dict(),
+        "redelivery_stats": redeliver_stats.as_dict(),
+    }
+    return result
+
+
+async def _restart(faults: dict[str, Any], restart_postgres: Callable[[], float]) -> None:
+    began = time.monotonic()
+    faults["postgres_restart_s"] = round(await asyncio.to_thread(restart_postgres), 2)
+    faults["postgres_restart_wall_s"] = round(time.monotonic() - began, 2)
+
+
+def _count_failed(url: str) -> int:
+    with psycopg.connect(url) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM workos_events WHERE status <> 'processed'"
+        ).fetchone()
+    return int(row[0]) if row else 0

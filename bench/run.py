@@ -1,0 +1,261 @@
+"""Run the load and fault scenarios against the bench app on two uvicorn workers and PostgreSQL.
+
+    .venv/bin/python bench/run.py                      # the full run (all six scenarios)
+    .venv/bin/python bench/run.py --smoke              # small counts, a minute or two
+    .venv/bin/python bench/run.py --smoke --scenarios 1,2,5   # what CI runs
+
+It starts a throwaway PostgreSQL and ``uvicorn bench.app:app --workers 2`` on loopback, drives them
+from this process, prints each scenario's figures and checks, writes ``bench/results/<mode>.json``
+and exits non-zero when any check fails. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.app import WEBHOOK_SECRET, create_bench_tables  # noqa: E402
+from bench.harness import storm  # noqa: E402
+from bench.harness.processes import AppServer, Postgres  # noqa: E402
+from fastapi_workos_authkit.database import make_engine  # noqa: E402
+
+SIZES = {
+    "full": {
+        "storm_users": 2000,
+        "storm_deliveries": 20000,
+        "fault_users": 1000,
+        "fault_deliveries": 10000,
+        "fuzz_requests": 10000,
+        "token_requests": 20000,
+        "action_requests": 5000,
+        "memory_requests": 100000,
+    },
+    "smoke": {
+        "storm_users": 100,
+        "storm_deliveries": 1000,
+        "fault_users": 100,
+        "fault_deliveries": 1000,
+        "fuzz_requests": 1000,
+        "token_requests": 2000,
+        "action_requests": 500,
+        "memory_requests": 5000,
+    },
+}
+
+NAMES = {
+    1: "webhook storm",
+    2: "faults during the storm",
+    3: "token path",
+    4: "actions",
+    5: "bad input",
+    6: "memory",
+}
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures were measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class Run:
+    """Everything one run starts, and the handles scenarios need."""
+
+    def __init__(self, mode: str, workdir: Path) -> None:
+        self.mode = mode
+        self.size = SIZES[mode]
+        self.workdir = workdir
+        self.failure_file = workdir / "failure-rate"
+        self.failure_file.write_text("0")
+        self.postgres = Postgres()
+        self.app: AppServer | None = None
+        self.extra_env: dict[str, str] = {}
+
+    def start(self) -> None:
+        self.postgres.start()
+        engine = make_engine(self.postgres.url)
+        create_bench_tables(engine)
+        engine.dispose()
+        self.app = AppServer(
+            {
+                "BENCH_DATABASE_URL": self.postgres.url,
+                "BENCH_FAILURE_FILE": str(self.failure_file),
+                **self.extra_env,
+            },
+            log_path=self.workdir / "uvicorn.log",
+        )
+        self.app.start()
+
+    def stop(self) -> None:
+        if self.app is not None:
+            self.app.stop()
+        self.postgres.stop()
+
+    def set_failure_rate(self, rate: float) -> None:
+        # Written to a new file and renamed, so a worker never reads a half-written value.
+        temporary = self.failure_file.with_suffix(".tmp")
+        temporary.write_text(str(rate))
+        temporary.replace(self.failure_file)
+        time.sleep(0.05)
+
+
+async def scenario_1(run: Run) -> dict[str, Any]:
+    assert run.app is not None
+    return await storm.scenario_storm(
+        run.app.base_url,
+        run.postgres.url,
+        WEBHOOK_SECRET,
+        users=run.size["storm_users"],
+        deliveries=run.size["storm_deliveries"],
+        concurrency=64,
+    )
+
+
+async def scenario_2(run: Run) -> dict[str, Any]:
+    app = run.app
+    assert app is not None
+    return await storm.scenario_faults(
+        app.base_url,
+        run.postgres.url,
+        WEBHOOK_SECRET,
+        users=run.size["fault_users"],
+        deliveries=run.size["fault_deliveries"],
+        concurrency=64,
+        restart_postgres=run.postgres.restart,
+        kill_worker=app.kill_worker,
+        wait_workers=lambda: app.wait_ready(60),
+        set_failure_rate=run.set_failure_rate,
+    )
+
+
+async def scenario_5(run: Run) -> dict[str, Any]:
+    from bench.harness import fuzz
+
+    assert run.app is not None
+    return await fuzz.scenario_fuzz(
+        run.app.base_url, run.postgres.url, requests=run.size["fuzz_requests"]
+    )
+
+
+SCENARIOS: dict[int, Callable[[Run], Awaitable[dict[str, Any]]]] = {
+    1: scenario_1,
+    2: scenario_2,
+    5: scenario_5,
+}
+
+
+def _print_result(number: int, result: dict[str, Any]) -> None:
+    print(f"\n== scenario {number}: {NAMES[number]} ==")
+    for key, value in result.get("figures", {}).items():
+        print(f"  {key}: {json.dumps(value, default=str)}")
+    for key, value in result.get("evidence", {}).items():
+        print(f"  {key}: {json.dumps(value, default=str)}")
+    for key, ok in result.get("checks", {}).items():
+        print(f"  [{'PASS' if ok else 'FAIL'}] {key}")
+
+
+async def main_async(run: Run, numbers: list[int]) -> dict[int, dict[str, Any]]:
+    results: dict[int, dict[str, Any]] = {}
+    for number in numbers:
+        scenario = SCENARIOS.get(number)
+        if scenario is None:
+            results[number] = {"skipped": "not available in this checkout", "checks": {}}
+            print(f"\n== scenario {number}: {NAMES[number]} == skipped")
+            continue
+        began = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(scenario(run), timeout=900)
+        except Exception as exc:
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {exc}", "checks": {"completed": False}}
+        result["wall_seconds"] = round(time.perf_counter() - began, 1)
+        results[number] = result
+        _print_result(number, result)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="small counts (what CI runs)")
+    parser.add_argument(
+        "--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+    )
+    parser.add_argument("--output", help="where to write the JSON results")
+    args = parser.parse_args()
+    mode = "smoke" if args.smoke else "full"
+    numbers = [int(part) for part in args.scenarios.split(",") if part.strip()]
+    unknown = [n for n in numbers if n not in NAMES]
+    if unknown:
+        parser.error(f"unknown scenarios: {unknown}")
+    output = Path(args.output) if args.output else ROOT / "bench" / "results" / f"{mode}.json"
+    started = datetime.now(UTC)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="authkit-bench.") as directory:
+        run = Run(mode, Path(directory))
+        try:
+            run.start()
+            results = asyncio.run(main_async(run, numbers))
+        except BaseException:
+            log = Path(directory) / "uvicorn.log"
+            if log.exists():
+                print(log.read_text()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            run.stop()
+    failed = [
+        f"{number}:{name}"
+        for number, result in results.items()
+        for name, ok in result.get("checks", {}).items()
+        if not ok
+    ]
+    report = {
+        "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "mode": mode,
+        "started_at": started.isoformat(timespec="seconds"),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "machine": machine(),
+        "sizes": run.size,
+        "scenarios": {str(number): result for number, result in results.items()},
+        "failed_checks": failed,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nresults: {output} ({report['total_seconds']} s)")
+    if failed:
+        print(f"FAILED checks: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
