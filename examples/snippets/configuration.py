@@ -1,0 +1,39 @@
+"""Ways to configure `AuthKit`, shown in the configuration guide and run by tests/test_docs.py."""
+
+from fastapi_workos_authkit import AuthKit
+from fastapi_workos_authkit.database import make_engine
+
+
+# --8<-- [start:environment]
+def from_the_environment() -> AuthKit:
+    # WORKOS_CLIENT_ID, WORKOS_API_KEY, WORKOS_WEBHOOK_SECRET, WORKOS_ACTION_SECRET,
+    # WORKOS_API_HOSTNAME and AUTHKIT_DATABASE_URL are read here; none is required yet.
+    return AuthKit()
+
+
+# --8<-- [end:environment]
+
+
+# --8<-- [start:explicit]
+def explicit(webhook_secret: str, database_url: str) -> AuthKit:
+    return AuthKit(
+        webhook_secret=webhook_secret,
+        database_url=database_url,  # "postgresql://user:password@host/db" uses psycopg 3
+        prefix="/auth/workos",  # routes: /auth/workos/webhook, /auth/workos/action
+        webhook_tolerance=300,  # seconds of clock skew accepted on signatures
+        max_body_size=256 * 1024,  # larger bodies are refused with 413
+        log_level="DEBUG",
+    )
+
+
+# --8<-- [end:explicit]
+
+
+# --8<-- [start:engine]
+def sharing_the_apps_engine(database_url: str) -> AuthKit:
+    # One engine (one connection pool) for the app's tables and the workos_* tables.
+    engine = make_engine(database_url, pool_size=10)
+    return AuthKit(engine=engine)
+
+
+# --8<-- [end:engine]
