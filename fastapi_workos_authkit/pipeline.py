@@ -66,6 +66,22 @@ class Result:
     effect: Effect
 
 
+class SyncSession(Session):
+    """The session handlers receive. It refuses ``commit()`` while handlers run: the pipeline
+    commits once, after the ledger, the user table and every handler agree."""
+
+    in_handlers = False
+
+    def commit(self) -> None:
+        if self.in_handlers:
+            raise RuntimeError(
+                "Do not commit inside a WorkOS event handler: the sync commits your writes "
+                "together with the event, or rolls them all back. Use session.flush() if you "
+                "need generated ids."
+            )
+        super().commit()
+
+
 def _insert(session: Session, table: Table) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -161,7 +177,7 @@ class EventPipeline:
         Synchronous: call it from a worker thread in async code.
         """
         try:
-            with Session(self._engine(), expire_on_commit=False) as session:
+            with SyncSession(self._engine(), expire_on_commit=False) as session:
                 record = self._claim(session, event, payload, source)
                 if record is None:
                     session.rollback()
@@ -194,7 +210,7 @@ class EventPipeline:
         `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
         """
         try:
-            with Session(self._engine(), expire_on_commit=False) as session:
+            with SyncSession(self._engine(), expire_on_commit=False) as session:
                 effect = apply_user(session, user)
                 handler_type = _HANDLERS_FOR_EFFECT.get(effect)
                 if handler_type is not None:
@@ -257,7 +273,7 @@ class EventPipeline:
             return apply_user(session, data)
         return Effect.UNCHANGED
 
-    def _run_handlers(self, session: Session, event: Event[Any], effect: Effect) -> None:
+    def _run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
         if event.event.startswith("user."):
             handler_type = _HANDLERS_FOR_EFFECT.get(effect)
             if handler_type is None and event.event in _HANDLERS_FOR_EFFECT.values():
@@ -265,11 +281,15 @@ class EventPipeline:
             handler_type = handler_type or event.event
         else:
             handler_type = event.event
-        for handler in self._handlers.for_type(handler_type):
-            try:
-                call_in_worker(handler, session, event)
-            except Exception as exc:
-                raise HandlerError(event.id, event.event, exc) from exc
+        session.in_handlers = True
+        try:
+            for handler in self._handlers.for_type(handler_type):
+                try:
+                    call_in_worker(handler, session, event)
+                except Exception as exc:
+                    raise HandlerError(event.id, event.event, exc) from exc
+        finally:
+            session.in_handlers = False
 
     def _record_failure(
         self, event: Event[Any], payload: dict[str, Any], source: str, cause: BaseException

@@ -289,3 +289,20 @@ async def test_odd_payload_for_an_unsynced_type_keeps_raw_data(
     payload = factories.event("session.created", {"id": "session_1", "expires_at": "not a date"})
     assert (await deliver(client, payload)).status_code == 200
     assert seen == [{"id": "session_1", "expires_at": "not a date"}]
+
+
+async def test_a_handler_cannot_commit_half_the_work(
+    authkit: AuthKit, engine: Engine, client: httpx.AsyncClient
+) -> None:
+    @authkit.on("user.created")
+    def commits(session: Session, event: Event[User]) -> None:
+        session.commit()
+
+    payload = factories.user_created("user_commit")
+    assert (await deliver(client, payload)).status_code == 500
+    with Session(engine) as session:
+        assert session.get(WorkOSUser, "user_commit") is None
+        record = session.get(WorkOSEventRecord, payload["id"])
+        assert record is not None
+        assert record.last_error is not None
+        assert "Do not commit inside a WorkOS event handler" in record.last_error
