@@ -13,13 +13,14 @@ snapshots from backfill and just-in-time fetches go through `apply_user`. The ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine, Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
@@ -49,6 +50,16 @@ _HANDLERS_FOR_EFFECT = {
     Effect.UPDATED: "user.updated",
     Effect.DELETED: "user.deleted",
 }
+
+
+class _Claim(StrEnum):
+    NEW = "new"
+    RETRY = "retry"
+    DUPLICATE = "duplicate"
+
+
+def _ledger() -> Table:
+    return WorkOSEventRecord.__table__  # type: ignore[attr-defined, no-any-return]
 
 
 class Outcome(StrEnum):
@@ -177,25 +188,29 @@ class EventPipeline:
         Synchronous: call it from a worker thread in async code.
         """
         try:
-            with SyncSession(self._engine(), expire_on_commit=False) as session:
-                record = self._claim(session, event, payload, source)
-                if record is None:
+            with self._transaction() as session:
+                claim = self._claim(session, event, payload, source)
+                if claim is _Claim.DUPLICATE:
                     session.rollback()
                     logger.debug("event %s (%s) is a duplicate", event.id, event.event)
                     return Result(Outcome.DUPLICATE, Effect.UNCHANGED)
                 effect = self._apply(session, event)
                 self._run_handlers(session, event, effect)
-                record.status = EventStatus.PROCESSED
-                record.processed_at = utcnow()
-                record.last_error = None
-                session.add(record)
+                if claim is _Claim.RETRY:
+                    table = _ledger()
+                    session.execute(
+                        update(table)
+                        .where(table.c.id == event.id)
+                        .values(
+                            status=EventStatus.PROCESSED.value,
+                            processed_at=utcnow(),
+                            attempts=table.c.attempts + 1,
+                            last_error=None,
+                        )
+                    )
                 session.commit()
         except HandlerError as exc:
             self._record_failure(event, payload, source, exc.__cause__ or exc)
-            raise
-        except SQLAlchemyError as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailableError("The database is unavailable") from exc
             raise
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
         return Result(Outcome.PROCESSED, effect)
@@ -209,32 +224,41 @@ class EventPipeline:
         the ledger, since no WorkOS event id exists. Raises `HandlerError` (rolled back) and
         `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
         """
+        with self._transaction() as session:
+            effect = apply_user(session, user)
+            handler_type = _HANDLERS_FOR_EFFECT.get(effect)
+            if handler_type is not None:
+                stamp = int(user.updated_at.timestamp() * 1000)
+                event = Event[User](
+                    id=f"{source}_{user.id}_{stamp}",
+                    event=handler_type,
+                    data=user,
+                    created_at=user.updated_at,
+                )
+                self._run_handlers(session, event, effect)
+            session.commit()
+        return effect
+
+    @contextmanager
+    def _transaction(self) -> Iterator[SyncSession]:
+        """A session for one unit of work; a database that cannot be reached becomes
+        `DatabaseUnavailableError`, so routes can answer 503 instead of 500."""
         try:
             with SyncSession(self._engine(), expire_on_commit=False) as session:
-                effect = apply_user(session, user)
-                handler_type = _HANDLERS_FOR_EFFECT.get(effect)
-                if handler_type is not None:
-                    stamp = int(user.updated_at.timestamp() * 1000)
-                    event = Event[User](
-                        id=f"{source}_{user.id}_{stamp}",
-                        event=handler_type,
-                        data=user,
-                        created_at=user.updated_at,
-                    )
-                    self._run_handlers(session, event, effect)
-                session.commit()
+                yield session
         except SQLAlchemyError as exc:
             if is_unavailable(exc):
                 raise DatabaseUnavailableError("The database is unavailable") from exc
             raise
-        return effect
 
     def _claim(
         self, session: Session, event: Event[Any], payload: dict[str, Any], source: str
-    ) -> WorkOSEventRecord | None:
+    ) -> _Claim:
         # The insert comes first in the transaction: on PostgreSQL a concurrent delivery of the
         # same id blocks on it until we finish; on SQLite it takes the write lock up front.
-        table = WorkOSEventRecord.__table__  # type: ignore[attr-defined]
+        # The row says "processed" at once: nobody sees it before we commit, and if a handler
+        # fails the whole transaction rolls back and the failure is recorded separately.
+        table = _ledger()
         now = utcnow()
         inserted = session.execute(
             _insert(session, table)
@@ -243,25 +267,23 @@ class EventPipeline:
                 event_type=event.event,
                 subject_id=subject_of(event),
                 source=source,
-                status=EventStatus.FAILED.value,  # provisional: only visible if we commit
+                status=EventStatus.PROCESSED.value,
                 attempts=1,
                 event_created_at=event.created_at,
                 received_at=now,
+                processed_at=now,
                 payload=payload,
             )
             .on_conflict_do_nothing(index_elements=["id"])
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
             .returning(table.c.id)
         ).first()
-        record = session.exec(
-            select(WorkOSEventRecord).where(WorkOSEventRecord.id == event.id).with_for_update()
-        ).one()
         if inserted is not None:
-            return record
-        if record.status == EventStatus.PROCESSED:
-            return None
-        record.attempts += 1
-        return record
+            return _Claim.NEW
+        status = session.execute(
+            select(table.c.status).where(table.c.id == event.id).with_for_update()
+        ).scalar_one()
+        return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
         data = event.data
@@ -302,7 +324,7 @@ class EventPipeline:
             type(cause).__name__,
         )
         logger.debug("handler failure for event %s", event.id, exc_info=cause)
-        table = WorkOSEventRecord.__table__  # type: ignore[attr-defined]
+        table = _ledger()
         try:
             with Session(self._engine()) as session:
                 statement = _insert(session, table).values(
