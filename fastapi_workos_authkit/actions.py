@@ -320,8 +320,8 @@ def _log_failure(action: Action, exc: BaseException) -> None:
     # The exception message and locals may hold the email: log the type and the stack only.
     stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     logger.error(
-        "action %s (%s): the handler failed with %s; answering 500 so WorkOS applies its "
-        "fallback. Stack:\n%s",
+        "action %s (%s): the handler failed with %s; its writes are rolled back and the "
+        "request is refused, so WorkOS applies its fallback. Stack:\n%s",
         action.id,
         action.action_type,
         type(exc).__name__,
@@ -489,6 +489,7 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         try:
             payload = json.loads(body)
         except ValueError:
+            logger.warning("action refused: the body is not valid JSON")
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Body is not valid JSON") from None
         unknown = _unknown_action_type(payload)
         if unknown is not None:
@@ -497,6 +498,8 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         try:
             action = parse_action(payload)
         except InvalidEventError as exc:
+            # The message names fields, never their values, so it is safe to log.
+            logger.warning("action refused: %s", exc)
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
         handler = authkit.action_handlers.get(action.action_type)

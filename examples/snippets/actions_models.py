@@ -1,0 +1,15 @@
+"""The app's own table read by the Actions guide's registration handler (docs/actions.md)."""
+
+from sqlmodel import Field, SQLModel
+
+
+# --8<-- [start:table]
+class AllowedDomain(SQLModel, table=True):
+    """Email domains whose people may sign up (the app's own table, not a workos_* one)."""
+
+    __tablename__ = "allowed_domains"
+
+    domain: str = Field(primary_key=True)
+
+
+# --8<-- [end:table]
