@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -13,6 +14,7 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
+from . import reconcile
 from .actions import (
     ActionHandler,
     ActionRegistry,
@@ -32,9 +34,11 @@ from .dependencies import (
     RequireRoles,
     UserStore,
 )
+from .errors import ConfigurationError
 from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
+from .reconcile import EventsPoller
 from .tokens import TokenOptions, TokenVerifier
 from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
@@ -90,6 +94,11 @@ class AuthKit:
         extra_providers: More trusted token issuers besides the client's two WorkOS ones, as
             `AuthProvider` objects or seed-shaped dicts (for example `custom_domain_providers`
             for a custom auth domain). They are verified and emitted by `auth_config_providers`.
+        events_poll_interval: Run `sync_events` every this many seconds from the lifespan
+            (``None``, the default, runs no poller; see the reconciliation guide).
+        events_range_start: Where the very first `sync_events` run starts: a ``timedelta``
+            before now (default 30 days, all WorkOS keeps) or an aware ``datetime``. Later runs
+            continue from their own cursor.
     """
 
     def __init__(
@@ -118,6 +127,8 @@ class AuthKit:
         jwks_refetch_cooldown: float = 30.0,
         token_cache_size: int = 10_000,
         extra_providers: Iterable[ProviderLike] = (),
+        events_poll_interval: float | None = None,
+        events_range_start: datetime | timedelta = timedelta(days=30),
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -139,6 +150,13 @@ class AuthKit:
         self.clock = clock
         self.http_transport = http_transport
         self._engine = engine
+        if events_poll_interval is not None and events_poll_interval <= 0:
+            raise ConfigurationError("events_poll_interval must be a positive number of seconds.")
+        if isinstance(events_range_start, datetime) and events_range_start.tzinfo is None:
+            raise ConfigurationError("events_range_start must be an aware datetime (UTC).")
+        self.events_poll_interval = events_poll_interval
+        self.events_range_start = events_range_start
+        self.events_poller: EventsPoller | None = None
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
         self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
@@ -146,7 +164,6 @@ class AuthKit:
         self.action_timeout = float(action_timeout)
         self.unhandled_action: UnhandledActionPolicy = unhandled_action
         self.action_handlers = ActionRegistry()
-
         self.token_options = TokenOptions(
             token_leeway=float(token_leeway),
             jwks_cache_ttl=float(jwks_cache_ttl),
@@ -234,6 +251,31 @@ class AuthKit:
             )
         return self._workos_api
 
+    @workos_api.setter
+    def workos_api(self, client: WorkOSClient) -> None:
+        # Tests inject a client with their own retry policy and sleep; shutdown closes it.
+        self._workos_api = client
+
+    async def sync_events(self, **options: Any) -> reconcile.SyncEventsResult:
+        """Catch up from the Events API; see `reconcile.sync_events` for the options."""
+        return await reconcile.sync_events(self, **options)
+
+    async def backfill_users(self, **options: Any) -> reconcile.BackfillResult:
+        """Copy every WorkOS user into the users table; see `reconcile.backfill_users`."""
+        return await reconcile.backfill_users(self, **options)
+
+    async def replay_failed(self, **options: Any) -> reconcile.ReplayResult:
+        """Process failed ledger events again; see `reconcile.replay_failed`."""
+        return await reconcile.replay_failed(self, **options)
+
+    async def prune(self, **options: Any) -> reconcile.PruneResult:
+        """Delete old processed ledger rows and tombstones; see `reconcile.prune`."""
+        return await reconcile.prune(self, **options)
+
+    async def sync_status(self, **options: Any) -> reconcile.SyncStatus:
+        """Ledger counts, cursors, recent failures and leases; see `reconcile.sync_status`."""
+        return await reconcile.sync_status(self, **options)
+
     def on(self, event_type: str) -> Callable[[H], H]:
         """Register a handler for ``event_type``; use as ``@authkit.on("user.created")``.
 
@@ -315,14 +357,20 @@ class AuthKit:
     async def startup(self) -> None:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
         await anyio.to_thread.run_sync(create_tables, self.engine)
+        if self.events_poll_interval is not None and self.events_poller is None:
+            self.settings.require_api_key("the Events API poller (events_poll_interval)")
+            self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
+            self.events_poller.start()
         if self.settings.client_id:
             # Warm the signing keys so the first request does not wait; a failure only warns
             # (the app starts, and the keys are fetched on the first token instead).
             await self.token_verifier.preload()
 
-
     async def shutdown(self) -> None:
-        """What the lifespan does on shutdown: close the WorkOS client's connection pool."""
+        """What the lifespan does on shutdown: stop the poller, close the WorkOS client."""
+        if self.events_poller is not None:
+            await self.events_poller.stop()
+            self.events_poller = None
         if self._workos_api is not None:
             await self._workos_api.aclose()
             self._workos_api = None

@@ -1,0 +1,931 @@
+"""Recovery: Events API catch-up, users backfill, replay of failed events, pruning, the lease.
+
+Webhooks alone lose data (an endpoint down longer than WorkOS's 3-day retry window, an app
+installed after its first sign-ups, a handler that failed after the last retry). The jobs here
+close those gaps, and every one of them goes through the same pipeline as a webhook delivery:
+
+* `sync_events` pages ``GET /events`` from its **own** persisted cursor (the id of the last event
+  it processed from the Events API, never anything derived from webhook rows) and hands each event
+  to `EventPipeline.process`. An event that also arrives by webhook takes effect once.
+* `backfill_users` pages ``GET /user_management/users`` oldest first and applies each user as a
+  snapshot (newest ``updated_at`` wins, tombstones hold), one transaction per page, with its cursor
+  saved in that same transaction.
+* `replay_failed` gives failed ledger events another go; `prune` bounds the ledger and tombstones.
+
+`sync_events` and `backfill_users` each hold a named lease row while they run, so with several
+app instances on one database at most one of each runs at a time; a crashed holder's lease
+expires after ``lease_ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import Engine, delete, func, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from .database import is_unavailable
+from .errors import AuthKitError, DatabaseUnavailableError, HandlerError, InvalidEventError
+from .events import SYNCED_EVENT_TYPES, Event, User, parse_event
+from .handlers import HandlerRegistry, call_in_worker
+from .pipeline import Effect, Outcome, _insert, apply_user
+from .tables import (
+    EventStatus,
+    WorkOSEventRecord,
+    WorkOSLease,
+    WorkOSSyncState,
+    WorkOSUser,
+    WorkOSUserTombstone,
+)
+
+if TYPE_CHECKING:
+    from .authkit import AuthKit
+
+logger = logging.getLogger("fastapi_workos_authkit")
+
+T = TypeVar("T")
+
+EVENTS_CURSOR = "events.cursor"
+"""`WorkOSSyncState` key: id of the last event `sync_events` processed from the Events API."""
+EVENTS_LAST_RUN = "events.last_run_at"
+USERS_CURSOR = "users_backfill.cursor"
+"""`WorkOSSyncState` key: id of the last user of the last page `backfill_users` committed."""
+USERS_LAST_COMPLETED = "users_backfill.completed_at"
+
+PAGE_SIZE = 100
+MIN_RETENTION = timedelta(days=3)
+"""WorkOS retries a webhook for up to 3 days: ledger rows and tombstones must outlive that."""
+DEFAULT_RETENTION = timedelta(days=30)
+"""The Events API keeps 30 days of events; keeping the ledger as long dedups all of them."""
+
+
+class LeaseLostError(AuthKitError):
+    """The lease expired and another instance took it over while this run was working."""
+
+
+# -- results and progress ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report, sent to the ``progress`` callback after every page or event batch.
+
+    ``total`` is known for `replay_failed` only (WorkOS list endpoints do not count).
+    """
+
+    job: str
+    done: int
+    total: int | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+"""Called from the event loop with a `Progress`; keep it quick (print a line, update a bar)."""
+
+
+@dataclass
+class SyncEventsResult:
+    """What one `sync_events` run did.
+
+    ``ran`` is false when another instance holds the lease (``lease_holder`` says who).
+    ``failed`` events were recorded as failed in the ledger and the cursor moved past them:
+    `replay_failed` picks them up.
+    """
+
+    ran: bool = True
+    lease_holder: str | None = None
+    fetched: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    failed_event_ids: list[str] = field(default_factory=list)
+    effects: dict[str, int] = field(default_factory=dict)
+    started_after: str | None = None
+    cursor: str | None = None
+    event_types: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+@dataclass
+class BackfillResult:
+    """What one `backfill_users` run did (``ran`` is false when another instance runs it)."""
+
+    ran: bool = True
+    lease_holder: str | None = None
+    pages: int = 0
+    seen: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    resumed_from: str | None = None
+    completed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReplayedEvent:
+    """One ledger event after a replay: its status now, attempts so far and last error."""
+
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_error: str | None
+
+
+@dataclass
+class ReplayResult:
+    """What one `replay_failed` run did."""
+
+    replayed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    events: list[ReplayedEvent] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+@dataclass
+class PruneResult:
+    """How many rows `prune` deleted, and the cut-off times it used."""
+
+    events_deleted: int = 0
+    tombstones_deleted: int = 0
+    events_before: str = ""
+    tombstones_before: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    """A failed ledger event, for `SyncStatus`."""
+
+    event_id: str
+    event_type: str
+    source: str
+    attempts: int
+    last_error: str | None
+    received_at: str
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease row: who holds it and until when; ``active`` is false once it expired."""
+
+    name: str
+    holder: str
+    acquired_at: str
+    expires_at: str
+    active: bool
+
+
+@dataclass
+class SyncStatus:
+    """The state of the sync: ledger counts by status, cursors, recent failures, leases."""
+
+    ledger: dict[str, int] = field(default_factory=dict)
+    users: int = 0
+    tombstones: int = 0
+    cursors: dict[str, str | None] = field(default_factory=dict)
+    last_failures: list[FailedEvent] = field(default_factory=list)
+    leases: list[LeaseInfo] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+# -- small database helpers ----------------------------------------------------------------
+
+
+def _guard_db(work: Callable[[], T]) -> T:
+    try:
+        return work()
+    except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailableError(f"The database is unavailable: {exc}") from exc
+        raise
+
+
+def _write_state(session: Session, key: str, value: str | None) -> None:
+    table = WorkOSSyncState.__table__  # type: ignore[attr-defined]
+    statement = _insert(session, table).values(key=key, value=value, updated_at=_utcnow())
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+        )
+    )
+
+
+def _read_state(engine: Engine, key: str) -> str | None:
+    def read() -> str | None:
+        with Session(engine) as session:
+            row = session.get(WorkOSSyncState, key)
+            return row.value if row is not None else None
+
+    return _guard_db(read)
+
+
+def _save_state(engine: Engine, values: Mapping[str, str | None]) -> None:
+    def save() -> None:
+        with Session(engine) as session:
+            for key, value in values.items():
+                _write_state(session, key, value)
+            session.commit()
+
+    _guard_db(save)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
+
+
+# -- the lease -----------------------------------------------------------------------------
+
+
+def default_holder() -> str:
+    """An identity for one run: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    """A named lease row with an expiry: ``acquire`` it, ``renew`` it while working, ``release``.
+
+    Taking the lease is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired or mine``: on
+    PostgreSQL a concurrent taker blocks on the row until the first commits, then sees an unexpired
+    lease and gets nothing; on SQLite the database-wide write lock serialises takers. A holder
+    that crashes never releases, and its lease lapses after ``ttl`` seconds.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        *,
+        holder: str | None = None,
+        ttl: float = 60.0,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError("A lease needs a positive ttl in seconds")
+        self.engine = engine
+        self.name = name
+        # Unique per run: two runs in one process must exclude each other too.
+        self.holder = holder or default_holder()
+        self.ttl = timedelta(seconds=ttl)
+        self._now = now
+        self._renewed_at: datetime | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lease; return ``None`` on success, else the current holder's identity."""
+
+        def take() -> str | None:
+            now = self._now()
+            table = WorkOSLease.__table__  # type: ignore[attr-defined]
+            with Session(self.engine) as session:
+                statement = _insert(session, table).values(
+                    name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self.ttl
+                )
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["name"],
+                        set_={
+                            "holder": statement.excluded.holder,
+                            "acquired_at": statement.excluded.acquired_at,
+                            "expires_at": statement.excluded.expires_at,
+                        },
+                        where=(table.c.expires_at <= now) | (table.c.holder == self.holder),
+                    )
+                )
+                # Holders are unique per run, so the row names us exactly when we got it.
+                holder = session.exec(
+                    select(WorkOSLease.holder).where(col(WorkOSLease.name) == self.name)
+                ).one()
+                session.commit()
+                if holder == self.holder:
+                    self._renewed_at = now
+                    return None
+                return holder
+
+        return _guard_db(take)
+
+    def renewal_due(self) -> bool:
+        """Whether a third of ``ttl`` has passed since the lease was taken or last renewed."""
+        return self._renewed_at is None or self._now() - self._renewed_at >= self.ttl / 3
+
+    def renew(self, *, force: bool = False) -> None:
+        """Push the expiry ``ttl`` ahead (only when `renewal_due`, unless ``force``).
+
+        Raises `LeaseLostError` if another holder took the lease after it expired.
+        """
+        if not force and not self.renewal_due():
+            return
+        now = self._now()
+
+        def extend() -> int:
+            with Session(self.engine) as session:
+                result = session.execute(
+                    update(WorkOSLease)
+                    .where(col(WorkOSLease.name) == self.name)
+                    .where(col(WorkOSLease.holder) == self.holder)
+                    .values(expires_at=now + self.ttl)
+                )
+                session.commit()
+                return int(result.rowcount)  # type: ignore[attr-defined]
+
+        if _guard_db(extend) != 1:
+            raise LeaseLostError(
+                f"Lost the {self.name!r} lease (it expired and another instance took it); "
+                "stopping. Raise lease_ttl if runs stall longer than that between pages."
+            )
+        self._renewed_at = now
+
+    def release(self) -> None:
+        """Give the lease up (only if still ours)."""
+
+        def drop() -> None:
+            with Session(self.engine) as session:
+                session.execute(
+                    delete(WorkOSLease)
+                    .where(col(WorkOSLease.name) == self.name)
+                    .where(col(WorkOSLease.holder) == self.holder)
+                )
+                session.commit()
+
+        _guard_db(drop)
+
+
+@asynccontextmanager
+async def _held(lease: Lease) -> AsyncIterator[str | None]:
+    """Hold ``lease`` for the block; yields ``None`` if taken, else the other holder's id."""
+    other = await anyio.to_thread.run_sync(lease.acquire)
+    if other is not None:
+        yield other
+        return
+    try:
+        yield None
+    finally:
+        # Shielded: a cancelled poller must still give the lease back on its way out.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(lease.release)
+            except DatabaseUnavailableError:
+                logger.warning("could not release the %r lease; it will expire", lease.name)
+
+
+def _clock(authkit: AuthKit) -> Callable[[], datetime]:
+    return lambda: datetime.fromtimestamp(authkit.clock(), UTC)
+
+
+# -- sync_events ---------------------------------------------------------------------------
+
+
+def event_types_in_play(authkit: AuthKit) -> list[str]:
+    """The types `sync_events` asks for: ``user.*``, every handled type, and the extras."""
+    handled = authkit.handlers.event_types()
+    return sorted(SYNCED_EVENT_TYPES | handled | set(authkit.settings.additional_event_types))
+
+
+def _range_start(authkit: AuthKit) -> datetime | None:
+    start: datetime | timedelta | None = getattr(authkit, "events_range_start", None)
+    if isinstance(start, timedelta):
+        return _clock(authkit)() - start
+    return start
+
+
+def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
+    """Keep an event the API sent but we cannot parse, as a failed ledger row (never drop it)."""
+    table = WorkOSEventRecord.__table__  # type: ignore[attr-defined]
+
+    def record() -> None:
+        with Session(engine) as session:
+            statement = _insert(session, table).values(
+                id=str(raw.get("id")),
+                event_type=str(raw.get("event") or "unknown")[:128],
+                subject_id=None,
+                source="events_api",
+                status=EventStatus.FAILED.value,
+                attempts=1,
+                last_error=error[:2000],
+                received_at=_utcnow(),
+                payload=raw,
+            )
+            session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+            session.commit()
+
+    _guard_db(record)
+
+
+def _is_recorded(engine: Engine, event_id: str) -> bool:
+    def check() -> bool:
+        with Session(engine) as session:
+            return session.get(WorkOSEventRecord, event_id) is not None
+
+    return _guard_db(check)
+
+
+async def sync_events(
+    authkit: AuthKit,
+    *,
+    progress: ProgressCallback | None = None,
+    lease_ttl: float = 60.0,
+) -> SyncEventsResult:
+    """Pull every event of the types in play since the cursor and process each one once.
+
+    The cursor is saved after each event commits, so a crash at any point resumes exactly after
+    the last committed event (an event processed but not yet counted by the cursor is a ledger
+    duplicate next time, with no second effect).
+
+    A handler that raises does not stop the run: the pipeline records the event as failed in the
+    ledger (with its payload), the cursor moves on, and `replay_failed` processes it again once
+    the handler is fixed. Stopping instead would hold every later event hostage to one bad
+    handler; moving on loses nothing because the failed row is checked before the cursor moves.
+    Database outages and WorkOS errors stop the run with the cursor at the last committed event.
+    """
+    api = authkit.workos_api
+    engine = authkit.engine
+    types = event_types_in_play(authkit)
+    result = SyncEventsResult(event_types=types)
+    lease = Lease(engine, "sync_events", ttl=lease_ttl, now=_clock(authkit))
+    async with _held(lease) as other:
+        if other is not None:
+            logger.info("sync_events skipped: %s holds the lease", other)
+            return SyncEventsResult(ran=False, lease_holder=other, event_types=types)
+        cursor = await anyio.to_thread.run_sync(_read_state, engine, EVENTS_CURSOR)
+        result.started_after = result.cursor = cursor
+        range_start = None if cursor else _range_start(authkit)
+        effects: Counter[str] = Counter()
+        while True:
+            page = await api.list_events(
+                events=types, after=cursor, range_start=range_start, limit=PAGE_SIZE
+            )
+            result.fetched += len(page.data)
+            for raw in page.data:
+                outcome = await anyio.to_thread.run_sync(_sync_one, authkit, raw)
+                if outcome is None:
+                    result.failed += 1
+                    result.failed_event_ids.append(str(raw.get("id")))
+                elif outcome[0] is Outcome.DUPLICATE:
+                    result.duplicates += 1
+                else:
+                    result.processed += 1
+                    effects[outcome[1].value] += 1
+                cursor = result.cursor = str(raw["id"])
+                if lease.renewal_due():
+                    await anyio.to_thread.run_sync(lease.renew)
+            if progress is not None and page.data:
+                progress(
+                    Progress(
+                        "sync-events",
+                        result.fetched,
+                        counts={
+                            "processed": result.processed,
+                            "duplicates": result.duplicates,
+                            "failed": result.failed,
+                        },
+                    )
+                )
+            if len(page.data) < PAGE_SIZE:
+                break
+        result.effects = dict(effects)
+        now = _clock(authkit)().isoformat()
+        await anyio.to_thread.run_sync(_save_state, engine, {EVENTS_LAST_RUN: now})
+    return result
+
+
+def _sync_one(authkit: AuthKit, raw: dict[str, Any]) -> tuple[Outcome, Effect] | None:
+    """Process one event from the API and then move the cursor; ``None`` if it failed."""
+    engine = authkit.engine
+    event_id = str(raw.get("id"))
+    outcome: tuple[Outcome, Effect] | None
+    try:
+        event = parse_event(raw)
+    except InvalidEventError as exc:
+        logger.error("event %s from the Events API is invalid: %s", event_id, exc)
+        _record_invalid(engine, raw, f"InvalidEventError: {exc}")
+        outcome = None
+    else:
+        try:
+            processed = authkit.pipeline.process(event, raw, source="events_api")
+            outcome = (processed.outcome, processed.effect)
+        except HandlerError:
+            outcome = None
+    if outcome is None and not _is_recorded(engine, event_id):
+        # The failure could not be written down: moving the cursor would lose the event.
+        raise DatabaseUnavailableError(
+            f"Event {event_id} failed and could not be recorded in the ledger; stopping"
+        )
+    _save_state(engine, {EVENTS_CURSOR: event_id})
+    return outcome
+
+
+# -- backfill_users ------------------------------------------------------------------------
+
+
+def _snapshot_event(user: User, event_type: str) -> Event[User]:
+    # Handlers take an event; a snapshot has none, so it gets a synthetic, clearly-marked one.
+    stamp = int(user.updated_at.timestamp() * 1000)
+    return Event[User](
+        id=f"snapshot_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
+    )
+
+
+_SNAPSHOT_HANDLERS = {Effect.INSERTED: "user.created", Effect.UPDATED: "user.updated"}
+
+
+def _apply_page(
+    engine: Engine,
+    handlers: HandlerRegistry,
+    users: list[User],
+    *,
+    run_handlers: bool,
+    cursor: str,
+) -> Counter[Effect]:
+    """Apply one page of users and save the cursor, all in one transaction."""
+    effects: Counter[Effect] = Counter()
+
+    def apply() -> None:
+        with Session(engine, expire_on_commit=False) as session:
+            for user in users:
+                effect = apply_user(session, user)
+                effects[effect] += 1
+                handler_type = _SNAPSHOT_HANDLERS.get(effect)
+                if not run_handlers or handler_type is None:
+                    continue
+                for handler in handlers.for_type(handler_type):
+                    event = _snapshot_event(user, handler_type)
+                    try:
+                        call_in_worker(handler, session, event)
+                    except Exception as exc:
+                        raise HandlerError(event.id, handler_type, exc) from exc
+            _write_state(session, USERS_CURSOR, cursor)
+            session.commit()
+
+    _guard_db(apply)
+    return effects
+
+
+async def backfill_users(
+    authkit: AuthKit,
+    *,
+    run_handlers: bool = True,
+    restart: bool = False,
+    progress: ProgressCallback | None = None,
+    lease_ttl: float = 60.0,
+) -> BackfillResult:
+    """Copy every WorkOS user into the users table, oldest first, refreshing existing rows.
+
+    Each page of 100 is applied in one transaction under the pipeline's rules (newest
+    ``updated_at`` wins; a tombstoned id stays deleted), together with the cursor, so a crash
+    resumes at the first page not committed. With ``run_handlers`` (the default) an inserted
+    row runs the ``user.created`` handlers and a refreshed one ``user.updated``, inside the page's
+    transaction, with a synthetic event whose id starts with ``snapshot_``. A handler that raises
+    rolls its page back and stops the run (`HandlerError`); fix it and run again to resume there.
+    A finished run clears the cursor, so the next run is a full refresh; ``restart`` ignores a
+    cursor left by an interrupted run.
+    """
+    api = authkit.workos_api
+    engine = authkit.engine
+    lease = Lease(engine, "backfill_users", ttl=lease_ttl, now=_clock(authkit))
+    result = BackfillResult()
+    async with _held(lease) as other:
+        if other is not None:
+            logger.info("backfill_users skipped: %s holds the lease", other)
+            return BackfillResult(ran=False, lease_holder=other)
+        cursor = None
+        if not restart:
+            cursor = await anyio.to_thread.run_sync(_read_state, engine, USERS_CURSOR)
+        result.resumed_from = cursor
+        while True:
+            page = await api.list_users(after=cursor, limit=PAGE_SIZE, order="asc")
+            if page.data:
+                cursor = page.data[-1].id
+                effects = await anyio.to_thread.run_sync(
+                    partial(
+                        _apply_page,
+                        engine,
+                        authkit.handlers,
+                        page.data,
+                        run_handlers=run_handlers,
+                        cursor=cursor,
+                    )
+                )
+                result.pages += 1
+                result.seen += len(page.data)
+                result.inserted += effects[Effect.INSERTED]
+                result.updated += effects[Effect.UPDATED]
+                result.unchanged += effects[Effect.UNCHANGED]
+                if progress is not None:
+                    progress(
+                        Progress(
+                            "backfill-users",
+                            result.seen,
+                            counts={
+                                "inserted": result.inserted,
+                                "updated": result.updated,
+                                "unchanged": result.unchanged,
+                            },
+                        )
+                    )
+                if lease.renewal_due():
+                    await anyio.to_thread.run_sync(lease.renew)
+            if not page.data or page.after is None:
+                break
+        result.completed = True
+        now = _clock(authkit)().isoformat()
+        await anyio.to_thread.run_sync(
+            _save_state, engine, {USERS_CURSOR: None, USERS_LAST_COMPLETED: now}
+        )
+    return result
+
+
+# -- replay_failed -------------------------------------------------------------------------
+
+
+def _failed_ids(engine: Engine, limit: int | None) -> list[str]:
+    def load() -> list[str]:
+        with Session(engine) as session:
+            query = (
+                select(WorkOSEventRecord.id)
+                .where(col(WorkOSEventRecord.status) == EventStatus.FAILED.value)
+                .order_by(col(WorkOSEventRecord.received_at), col(WorkOSEventRecord.id))
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            return list(session.exec(query).all())
+
+    return _guard_db(load)
+
+
+def _replay_one(authkit: AuthKit, event_id: str) -> ReplayedEvent | None:
+    engine = authkit.engine
+
+    def load() -> WorkOSEventRecord | None:
+        with Session(engine, expire_on_commit=False) as session:
+            return session.get(WorkOSEventRecord, event_id)
+
+    record = _guard_db(load)
+    if record is None:  # pruned meanwhile
+        return None
+    if record.status == EventStatus.FAILED:
+        try:
+            event = parse_event(record.payload)
+        except InvalidEventError as exc:
+            _bump_failure(engine, event_id, f"InvalidEventError: {exc}")
+        else:
+            with suppress(HandlerError):
+                authkit.pipeline.process(event, record.payload, source="replay")
+    after = _guard_db(load)
+    if after is None:
+        return None
+    return ReplayedEvent(
+        event_id=after.id,
+        event_type=after.event_type,
+        status=str(after.status),
+        attempts=after.attempts,
+        last_error=after.last_error,
+    )
+
+
+def _bump_failure(engine: Engine, event_id: str, error: str) -> None:
+    def bump() -> None:
+        with Session(engine) as session:
+            session.execute(
+                update(WorkOSEventRecord)
+                .where(col(WorkOSEventRecord.id) == event_id)
+                .values(attempts=WorkOSEventRecord.attempts + 1, last_error=error[:2000])
+            )
+            session.commit()
+
+    _guard_db(bump)
+
+
+async def replay_failed(
+    authkit: AuthKit,
+    *,
+    limit: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ReplayResult:
+    """Process every failed ledger event again, oldest first, through the pipeline.
+
+    Each attempt is counted in the ledger row's ``attempts``; an event that fails again stays
+    ``failed`` with the new error. An event processed meanwhile by a webhook retry counts as
+    succeeded (it is a duplicate, with no second effect).
+    """
+    ids = await anyio.to_thread.run_sync(_failed_ids, authkit.engine, limit)
+    result = ReplayResult()
+    for index, event_id in enumerate(ids, start=1):
+        replayed = await anyio.to_thread.run_sync(_replay_one, authkit, event_id)
+        if replayed is not None:
+            result.replayed += 1
+            result.events.append(replayed)
+            if replayed.status == EventStatus.PROCESSED:
+                result.succeeded += 1
+            else:
+                result.failed += 1
+        if progress is not None:
+            progress(
+                Progress(
+                    "replay-failed",
+                    index,
+                    total=len(ids),
+                    counts={"succeeded": result.succeeded, "failed": result.failed},
+                )
+            )
+    return result
+
+
+# -- prune ---------------------------------------------------------------------------------
+
+
+def _check_retention(name: str, value: timedelta) -> None:
+    if value < MIN_RETENTION:
+        raise ValueError(
+            f"{name} must be at least 3 days (got {value}): WorkOS retries a webhook for up to "
+            "3 days, and a shorter window would let a late retry run twice or resurrect a "
+            "deleted user."
+        )
+
+
+async def prune(
+    authkit: AuthKit,
+    *,
+    ledger_retention: timedelta = DEFAULT_RETENTION,
+    tombstone_retention: timedelta = DEFAULT_RETENTION,
+) -> PruneResult:
+    """Delete processed ledger rows and tombstones older than their retention periods.
+
+    Both periods must be at least 3 days (WorkOS's webhook retry window), else `ValueError`.
+    The 30-day defaults match the Events API's retention, so any event WorkOS can still send is
+    still deduplicated. Failed ledger rows are never pruned: they wait for `replay_failed`.
+    """
+    _check_retention("ledger_retention", ledger_retention)
+    _check_retention("tombstone_retention", tombstone_retention)
+    now = _clock(authkit)()
+    events_before = now - ledger_retention
+    tombstones_before = now - tombstone_retention
+
+    def run() -> PruneResult:
+        with Session(authkit.engine) as session:
+            events = session.execute(
+                delete(WorkOSEventRecord)
+                .where(col(WorkOSEventRecord.status) == EventStatus.PROCESSED.value)
+                .where(col(WorkOSEventRecord.received_at) < events_before)
+            )
+            tombstones = session.execute(
+                delete(WorkOSUserTombstone).where(
+                    col(WorkOSUserTombstone.deleted_at) < tombstones_before
+                )
+            )
+            session.commit()
+            return PruneResult(
+                events_deleted=int(events.rowcount),  # type: ignore[attr-defined]
+                tombstones_deleted=int(tombstones.rowcount),  # type: ignore[attr-defined]
+                events_before=events_before.isoformat(),
+                tombstones_before=tombstones_before.isoformat(),
+            )
+
+    return await anyio.to_thread.run_sync(lambda: _guard_db(run))
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+async def sync_status(authkit: AuthKit, *, failures: int = 10) -> SyncStatus:
+    """Ledger counts by status, the cursors, the ``failures`` latest failures and the leases."""
+    now = _clock(authkit)()
+
+    def read() -> SyncStatus:
+        with Session(authkit.engine) as session:
+            counts = session.exec(
+                select(WorkOSEventRecord.status, func.count()).group_by(
+                    col(WorkOSEventRecord.status)
+                )
+            ).all()
+            users = session.exec(select(func.count()).select_from(WorkOSUser)).one()
+            tombstones = session.exec(select(func.count()).select_from(WorkOSUserTombstone)).one()
+            state = session.exec(select(WorkOSSyncState)).all()
+            failed = session.exec(
+                select(WorkOSEventRecord)
+                .where(col(WorkOSEventRecord.status) == EventStatus.FAILED.value)
+                .order_by(col(WorkOSEventRecord.received_at).desc())
+                .limit(failures)
+            ).all()
+            leases = session.exec(select(WorkOSLease).order_by(col(WorkOSLease.name))).all()
+            ledger = {str(EventStatus.PROCESSED): 0, str(EventStatus.FAILED): 0}
+            ledger.update({str(status): int(count) for status, count in counts})
+            return SyncStatus(
+                ledger=ledger,
+                users=int(users),
+                tombstones=int(tombstones),
+                cursors={row.key: row.value for row in state},
+                last_failures=[
+                    FailedEvent(
+                        event_id=r.id,
+                        event_type=r.event_type,
+                        source=r.source,
+                        attempts=r.attempts,
+                        last_error=r.last_error,
+                        received_at=_iso(r.received_at),
+                    )
+                    for r in failed
+                ],
+                leases=[
+                    LeaseInfo(
+                        name=lease.name,
+                        holder=lease.holder,
+                        acquired_at=_iso(lease.acquired_at),
+                        expires_at=_iso(lease.expires_at),
+                        active=lease.expires_at > now,
+                    )
+                    for lease in leases
+                ],
+            )
+
+    return await anyio.to_thread.run_sync(lambda: _guard_db(read))
+
+
+# -- the background poller -----------------------------------------------------------------
+
+
+class EventsPoller:
+    """Runs ``job`` (normally `sync_events`) every ``interval`` seconds until stopped.
+
+    A failing run is logged and retried at the next tick; `stop` wakes the loop, cancels a run in
+    progress (the cursor only ever points at committed events, so nothing is lost) and waits for
+    the task to end.
+    """
+
+    def __init__(self, job: Callable[[], Awaitable[object]], interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("events_poll_interval must be a positive number of seconds")
+        self._job = job
+        self.interval = interval
+        self.runs = 0
+        """Completed runs, successful or not."""
+        self.failures = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the polling task is alive."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start polling in a task on the running event loop."""
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="workos-poller")
+
+    async def stop(self) -> None:
+        """Stop polling and wait for the task to finish."""
+        if self._task is None:
+            return
+        self._stop.set()
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._job()
+            except Exception as exc:
+                self.failures += 1
+                logger.warning("events poll failed (%s): %s", type(exc).__name__, exc)
+            self.runs += 1
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
