@@ -1,0 +1,665 @@
+"""current_user and friends over HTTP: a real app, real RS256 tokens, a real database.
+
+Only WorkOS is faked: its JWKS and its users endpoint, behind one httpx transport.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, WebSocket
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.websockets import WebSocketDisconnect
+
+from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, User, WorkOSUser
+from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, factories
+from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
+
+BASE = "https://api.workos.test"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_768_478_400.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeUsersAPI:
+    """``GET /user_management/users/<id>`` of a fake WorkOS, counting calls."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.auth_headers: list[str | None] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        prefix = "/user_management/users/"
+        if request.method == "GET" and request.url.path.startswith(prefix):
+            user_id = request.url.path[len(prefix) :]
+            self.calls.append(user_id)
+            self.auth_headers.append(request.headers.get("authorization"))
+            if user_id in self.users:
+                return httpx.Response(200, json=self.users[user_id])
+            return httpx.Response(404, json={"message": "User not found"})
+        return httpx.Response(404, json={"message": "Not Found"})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def tokens(clock: FakeClock) -> TokenFactory:
+    return TokenFactory(CLIENT_ID, clock=clock)
+
+
+@pytest.fixture
+def users_api() -> FakeUsersAPI:
+    return FakeUsersAPI()
+
+
+@pytest.fixture
+def jwks(tokens: TokenFactory, users_api: FakeUsersAPI) -> FakeJWKS:
+    return FakeJWKS(tokens, api_base_url=BASE, fallback=users_api.handle)
+
+
+def make_authkit(engine: Engine, jwks: FakeJWKS, clock: FakeClock, **options: Any) -> AuthKit:
+    options.setdefault("api_key", "sk_test_key")
+    return AuthKit(
+        client_id=CLIENT_ID,
+        webhook_secret=WEBHOOK_SECRET,
+        api_base_url=BASE,
+        engine=engine,
+        http_transport=jwks.transport(),
+        clock=clock,
+        **options,
+    )
+
+
+@pytest.fixture
+def authkit(engine: Engine, jwks: FakeJWKS, clock: FakeClock) -> AuthKit:
+    return make_authkit(engine, jwks, clock)
+
+
+def make_app(authkit: AuthKit) -> FastAPI:
+    """An app using every dependency, the way the docs show."""
+    CurrentUser = Annotated[WorkOSUser, Depends(authkit.current_user)]
+    OptionalUser = Annotated[WorkOSUser | None, Depends(authkit.optional_user)]
+    Claims = Annotated[AccessTokenClaims, Depends(authkit.claims)]
+
+    app = FastAPI(lifespan=authkit.lifespan)
+    app.include_router(authkit.router())
+
+    @app.get("/me")
+    async def me(user: CurrentUser) -> dict[str, str]:
+        return {"id": user.id, "email": user.email}
+
+    @app.get("/me-sync")
+    def me_sync(user: CurrentUser) -> dict[str, str]:
+        return {"id": user.id}
+
+    @app.get("/maybe")
+    async def maybe(user: OptionalUser) -> dict[str, str | None]:
+        return {"id": user.id if user else None}
+
+    @app.get("/claims")
+    async def claims(claims: Claims) -> dict[str, Any]:
+        return {"sub": claims.sub, "org_id": claims.org_id, "permissions": claims.permissions}
+
+    @app.get("/admin", dependencies=[Depends(authkit.require_permissions("admin:write"))])
+    async def admin() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get(
+        "/two-permissions",
+        dependencies=[Depends(authkit.require_permissions("posts:read", "posts:write"))],
+    )
+    async def two_permissions() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/staff", dependencies=[Depends(authkit.require_roles("admin", "owner"))])
+    async def staff() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/org", dependencies=[Depends(authkit.require_organization())])
+    async def org() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/acme", dependencies=[Depends(authkit.require_organization("org_01ACME"))])
+    async def acme() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/everything", dependencies=[Depends(authkit.require_permissions("admin:write"))])
+    async def everything(user: CurrentUser, claims: Claims, maybe: OptionalUser) -> dict[str, Any]:
+        return {"id": user.id, "sub": claims.sub, "same": maybe is not None}
+
+    @app.get("/public")
+    async def public() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, user: CurrentUser) -> None:
+        await websocket.accept()
+        await websocket.send_json({"id": user.id})
+        await websocket.close()
+
+    return app
+
+
+@pytest.fixture
+async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
+    app = make_app(authkit)
+    async with (
+        authkit.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as c,
+    ):
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def seed_user(authkit: AuthKit, user_id: str, **fields: Any) -> None:
+    authkit.pipeline.apply_user_snapshot(User.model_validate(factories.user(user_id, **fields)))
+
+
+def assert_invalid_token(response: httpx.Response, description: str) -> None:
+    assert response.status_code == 401, response.text
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer error="invalid_token", error_description="')
+    assert description in challenge
+    assert description in response.json()["detail"]
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_valid_token_resolves_to_the_synced_row(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, jwks: FakeJWKS
+) -> None:
+    seed_user(authkit, "user_01A", email="a@example.com")
+    token = tokens.mint("user_01A")
+    for path in ("/me", "/me-sync"):
+        response = await client.get(path, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == "user_01A"
+    assert (await client.get("/me", headers=bearer(token))).json()["email"] == "a@example.com"
+    assert jwks.requests == 1  # preloaded in the lifespan, never fetched again
+
+
+@pytest.mark.anyio
+async def test_the_row_is_a_real_detached_workos_user(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, engine: Engine
+) -> None:
+    seed_user(authkit, "user_01A", metadata={"plan": "pro"})
+    user = await authkit.current_user(_connection(tokens.mint("user_01A")), tokens.mint("user_01A"))
+    assert isinstance(user, WorkOSUser)
+    assert user.user_metadata == {"plan": "pro"}
+    assert user.updated_at.tzinfo is not None
+    # An app can merge it into its own session and update it like any loaded row.
+    with Session(engine) as session:
+        row = session.merge(user)
+        row.first_name = "Changed"
+        session.commit()
+    with Session(engine) as session:
+        stored = session.get(WorkOSUser, "user_01A")
+        assert stored is not None
+        assert stored.first_name == "Changed"
+
+
+def _connection(token: str) -> Any:
+    from starlette.requests import Request
+
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+    )
+
+
+@pytest.mark.anyio
+async def test_optional_user_is_none_without_credentials(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory
+) -> None:
+    seed_user(authkit, "user_01A")
+    assert (await client.get("/maybe")).json() == {"id": None}
+    with_token = await client.get("/maybe", headers=bearer(tokens.mint("user_01A")))
+    assert with_token.json() == {"id": "user_01A"}
+    # A broken token is still an error, not an anonymous visit.
+    assert_invalid_token(await client.get("/maybe", headers=bearer("junk")), "signed JWT")
+    other_scheme = await client.get("/maybe", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert other_scheme.json() == {"id": None}
+
+
+@pytest.mark.anyio
+async def test_claims_need_no_database_row(client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+    token = tokens.mint("user_01NOROW", org_id="org_01X", permissions=["a"])
+    response = await client.get("/claims", headers=bearer(token))
+    assert response.json() == {"sub": "user_01NOROW", "org_id": "org_01X", "permissions": ["a"]}
+
+
+@pytest.mark.anyio
+async def test_the_token_is_verified_once_per_request(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory
+) -> None:
+    seed_user(authkit, "user_01A")
+    verifier = authkit.token_verifier
+    calls: list[str] = []
+    original = verifier.verify
+
+    async def counting(token: str) -> AccessTokenClaims:
+        calls.append(token)
+        return await original(token)
+
+    verifier.verify = counting  # type: ignore[method-assign]
+    token = tokens.mint("user_01A", permissions=["admin:write"])
+    response = await client.get("/everything", headers=bearer(token))
+    assert response.json() == {"id": "user_01A", "sub": "user_01A", "same": True}
+    assert len(calls) == 1
+
+
+# --- RFC 6750 errors ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_no_credentials_is_401_with_a_bare_challenge(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": ""}):
+        response = await client.get("/me", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert (await client.get("/public")).status_code == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("authorization", "description"),
+    [
+        ("Bearer", "must be 'Bearer <token>'"),
+        ("Bearer ", "must be 'Bearer <token>'"),
+        ("Bearer a b", "must be 'Bearer <token>'"),
+        ("Bearer garbage", "signed JWT"),
+        ("Bearer a.b.c", "base64url"),
+        ("Bearer ...", "signed JWT"),
+        ('Bearer "quoted"', "signed JWT"),
+        ("Bearer " + "x" * 20_000, "too long"),
+    ],
+)
+async def test_malformed_headers_and_garbage_tokens(
+    client: httpx.AsyncClient, authorization: str, description: str
+) -> None:
+    response = await client.get("/me", headers={"Authorization": authorization})
+    assert_invalid_token(response, description)
+
+
+@pytest.mark.anyio
+async def test_every_attack_is_refused_over_http(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, clock: FakeClock
+) -> None:
+    seed_user(authkit, "user_01A")
+    attacks = {
+        "RS256": [tokens.hs256_with_public_key("user_01A")],
+        "signed JWT": [tokens.alg_none("user_01A")],
+        "signature is invalid": [tokens.mint("user_01A", key=RSAKeyPair.generate(tokens.key.kid))],
+        "expired": [tokens.mint("user_01A", expired=True)],
+        "not yet valid": [tokens.mint("user_01A", not_yet_valid=True)],
+        "trusted issuer": [tokens.mint("user_01A", iss="https://evil.example.com/")],
+        "another application": [tokens.mint("user_01A", aud="client_01OTHER")],
+        "key id": [tokens.mint("user_01A", kid="")],
+    }
+    for description, bad_tokens in attacks.items():
+        for token in bad_tokens:
+            assert_invalid_token(await client.get("/me", headers=bearer(token)), description)
+
+
+@pytest.mark.anyio
+async def test_unknown_kid_refetches_then_fails_and_rotation_is_accepted(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    jwks: FakeJWKS,
+    clock: FakeClock,
+) -> None:
+    seed_user(authkit, "user_01A")
+    rotated = RSAKeyPair.generate()
+    clock.now += 31
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01A", key=rotated)))
+    assert_invalid_token(response, "unknown key")
+    assert jwks.requests == 2
+    jwks.keys.append(rotated)
+    clock.now += 31
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01A", key=rotated)))
+    assert response.status_code == 200
+    assert jwks.requests == 3
+
+
+@pytest.mark.anyio
+async def test_jwks_cold_outage_is_503_and_the_app_still_starts(
+    engine: Engine,
+    jwks: FakeJWKS,
+    clock: FakeClock,
+    tokens: TokenFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    jwks.down = True
+    authkit = make_authkit(engine, jwks, clock)
+    app = make_app(authkit)
+    with caplog.at_level(logging.WARNING, logger="fastapi_workos_authkit"):
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            assert "could not fetch the JWKS" in caplog.text
+            response = await c.get("/me", headers=bearer(tokens.mint("user_01A")))
+            assert response.status_code == 503
+            assert "signing keys" in response.json()["detail"]
+            assert response.headers["Retry-After"]
+
+
+@pytest.mark.anyio
+async def test_jwks_warm_outage_keeps_working(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    jwks: FakeJWKS,
+    clock: FakeClock,
+) -> None:
+    seed_user(authkit, "user_01A")
+    jwks.down = True
+    clock.now += 3600  # far past the TTL: the refresh fails, the cached keys are served
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01A")))
+    assert response.status_code == 200
+    assert jwks.requests == 2
+
+
+@pytest.mark.anyio
+async def test_random_kid_flood_over_http(
+    client: httpx.AsyncClient, tokens: TokenFactory, jwks: FakeJWKS, clock: FakeClock
+) -> None:
+    attacker = RSAKeyPair.generate()
+    clock.now += 31
+    for i in range(50):
+        token = tokens.mint(key=attacker.with_kid(f"random-{i}"))
+        assert (await client.get("/claims", headers=bearer(token))).status_code == 401
+    assert jwks.requests == 2  # the preload, then a single refetch for the whole flood
+
+
+@pytest.mark.anyio
+async def test_permission_role_and_organization_dependencies(
+    client: httpx.AsyncClient, tokens: TokenFactory
+) -> None:
+    def get(path: str, **claims: Any) -> Any:
+        return client.get(path, headers=bearer(tokens.mint("user_01A", **claims)))
+
+    assert (await get("/admin", permissions=["admin:write"])).status_code == 200
+    refused = await get("/admin", permissions=["posts:read"])
+    assert refused.status_code == 403
+    assert refused.headers["WWW-Authenticate"] == (
+        'Bearer error="insufficient_scope", error_description="Missing permission: '
+        'admin:write", scope="admin:write"'
+    )
+    assert (await get("/two-permissions", permissions=["posts:read", "posts:write"])).is_success
+    partial = await get("/two-permissions", permissions=["posts:read"])
+    assert partial.status_code == 403
+    assert partial.json()["detail"] == "Missing permission: posts:write"
+
+    assert (await get("/staff", role="owner")).status_code == 200
+    assert (await get("/staff", roles=["member", "admin"])).status_code == 200
+    no_role = await get("/staff", role="member")
+    assert no_role.status_code == 403
+    assert 'error="insufficient_scope"' in no_role.headers["WWW-Authenticate"]
+
+    assert (await get("/org", org_id="org_01X")).status_code == 200
+    assert (await get("/org")).status_code == 403
+    assert (await get("/acme", org_id="org_01ACME")).status_code == 200
+    other_org = await get("/acme", org_id="org_01X")
+    assert other_org.status_code == 403
+    assert other_org.json()["detail"] == "The session is scoped to another organization"
+
+    # Authorization needs authentication first: no token is 401, not 403.
+    assert (await client.get("/admin")).status_code == 401
+
+
+def test_requirements_are_stable_objects(authkit: AuthKit) -> None:
+    assert authkit.require_permissions("a", "b") is authkit.require_permissions("a", "b")
+    assert authkit.require_roles("admin") is authkit.require_roles("admin")
+    assert authkit.require_organization() is authkit.require_organization()
+    assert authkit.require_permissions("a") is not authkit.require_permissions("b")
+    with pytest.raises(TypeError):
+        authkit.require_permissions()
+
+
+# --- the user row -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_unsynced_user_is_fetched_just_in_time(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    users_api: FakeUsersAPI,
+    engine: Engine,
+) -> None:
+    created: list[Event[User]] = []
+
+    @authkit.on("user.created")
+    def on_created(session: Session, event: Event[User]) -> None:
+        created.append(event)
+
+    users_api.users["user_01NEW"] = factories.user("user_01NEW", email="new@example.com")
+    token = tokens.mint("user_01NEW")
+    response = await client.get("/me", headers=bearer(token))
+    assert response.json() == {"id": "user_01NEW", "email": "new@example.com"}
+    assert users_api.calls == ["user_01NEW"]
+    assert users_api.auth_headers == ["Bearer sk_test_key"]
+    assert [(e.event, e.data.id) for e in created] == [("user.created", "user_01NEW")]
+    assert created[0].id.startswith("jit_user_01NEW_")
+    with Session(engine) as session:
+        assert session.get(WorkOSUser, "user_01NEW") is not None
+    # Synced now: the next request reads the row and asks WorkOS nothing.
+    assert (await client.get("/me", headers=bearer(token))).status_code == 200
+    assert users_api.calls == ["user_01NEW"]
+    assert len(created) == 1
+
+
+@pytest.mark.anyio
+async def test_a_user_unknown_to_workos_is_401(
+    client: httpx.AsyncClient, tokens: TokenFactory, users_api: FakeUsersAPI
+) -> None:
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01GHOST")))
+    assert_invalid_token(response, "does not exist")
+    assert users_api.calls == ["user_01GHOST"]
+
+
+@pytest.mark.anyio
+async def test_a_deleted_user_is_401_and_never_resurrected(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    users_api: FakeUsersAPI,
+) -> None:
+    seed_user(authkit, "user_01GONE")
+    token = tokens.mint("user_01GONE")
+    assert (await client.get("/me", headers=bearer(token))).status_code == 200
+    deleted = factories.event("user.deleted", {"object": "user", "id": "user_01GONE"})
+    delivery = await deliver(client, deleted, timestamp_ms=int(authkit.clock() * 1000))
+    assert delivery.status_code == 200
+    # WorkOS would still answer for a moment; the tombstone wins without even asking.
+    users_api.users["user_01GONE"] = factories.user("user_01GONE")
+    assert_invalid_token(await client.get("/me", headers=bearer(token)), "deleted")
+    assert users_api.calls == []
+    # Claims alone do not read the database: they still answer.
+    assert (await client.get("/claims", headers=bearer(token))).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_without_an_api_key_an_unsynced_user_is_401(
+    engine: Engine, jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory
+) -> None:
+    authkit = make_authkit(engine, jwks, clock, api_key=None)
+    app = make_app(authkit)
+    async with (
+        authkit.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+    ):
+        response = await c.get("/me", headers=bearer(tokens.mint("user_01NEW")))
+        assert_invalid_token(response, "not synced yet")
+
+
+@pytest.mark.anyio
+async def test_a_failing_user_created_handler_is_500_and_commits_nothing(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    users_api: FakeUsersAPI,
+    engine: Engine,
+) -> None:
+    @authkit.on("user.created")
+    def broken(session: Session, event: Event[User]) -> None:
+        raise RuntimeError("boom")
+
+    users_api.users["user_01NEW"] = factories.user("user_01NEW")
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01NEW")))
+    assert response.status_code == 500
+    with Session(engine) as session:
+        assert session.get(WorkOSUser, "user_01NEW") is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://authkit:authkit@127.0.0.1:1/authkit?connect_timeout=2",
+        "sqlite:////nonexistent-directory/authkit.db",
+    ],
+)
+async def test_database_down_is_503(
+    jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, url: str
+) -> None:
+    authkit = make_authkit(None, jwks, clock, database_url=url)  # type: ignore[arg-type]
+    app = make_app(authkit)  # no lifespan: it would fail creating the tables
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        response = await c.get("/me", headers=bearer(tokens.mint("user_01A")))
+        assert response.status_code == 503
+        assert response.json()["detail"] == "The database is unavailable; retry later"
+        # Claims need no database: they keep working.
+        assert (await c.get("/claims", headers=bearer(tokens.mint("user_01A")))).is_success
+    authkit.engine.dispose()
+
+
+# --- tests of an app: overriding the dependency -------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_dependency_overrides_replace_current_user(authkit: AuthKit) -> None:
+    app = make_app(authkit)
+    fake = WorkOSUser(
+        id="user_01FAKE",
+        email="fake@example.com",
+        created_at=factories.at(0),
+        updated_at=factories.at(0),
+    )
+    app.dependency_overrides[authkit.current_user] = lambda: fake
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        response = await c.get("/me")  # no token at all
+    assert response.json() == {"id": "user_01FAKE", "email": "fake@example.com"}
+
+
+# --- WebSockets ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ws_client(authkit: AuthKit) -> Iterator[TestClient]:
+    with TestClient(make_app(authkit)) as client:
+        yield client
+
+
+def test_websocket_with_a_valid_token(
+    ws_client: TestClient, authkit: AuthKit, tokens: TokenFactory
+) -> None:
+    seed_user(authkit, "user_01WS")
+    headers = bearer(tokens.mint("user_01WS"))
+    with ws_client.websocket_connect("/ws", headers=headers) as websocket:
+        assert websocket.receive_json() == {"id": "user_01WS"}
+
+
+@pytest.mark.parametrize("token", [None, "garbage"])
+def test_websocket_without_a_valid_token_is_closed_with_1008(
+    ws_client: TestClient, token: str | None
+) -> None:
+    headers = bearer(token) if token else {}
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        ws_client.websocket_connect("/ws", headers=headers) as websocket,
+    ):
+        websocket.receive_json()
+    assert closed.value.code == 1008
+
+
+# --- OpenAPI ------------------------------------------------------------------------------
+
+
+def test_openapi_shows_one_bearer_scheme(authkit: AuthKit) -> None:
+    schema = make_app(authkit).openapi()
+    assert schema["components"]["securitySchemes"] == {
+        "WorkOSAccessToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "An AuthKit access token, as returned by `getAccessToken()` in the WorkOS "
+                "frontend SDKs: `Authorization: Bearer <token>`."
+            ),
+        }
+    }
+    secured = {
+        path: operation["get"].get("security")
+        for path, operation in schema["paths"].items()
+        if "get" in operation
+    }
+    assert secured == {
+        "/me": [{"WorkOSAccessToken": []}],
+        "/me-sync": [{"WorkOSAccessToken": []}],
+        "/maybe": [{"WorkOSAccessToken": []}],
+        "/claims": [{"WorkOSAccessToken": []}],
+        "/admin": [{"WorkOSAccessToken": []}],
+        "/two-permissions": [{"WorkOSAccessToken": []}],
+        "/staff": [{"WorkOSAccessToken": []}],
+        "/org": [{"WorkOSAccessToken": []}],
+        "/acme": [{"WorkOSAccessToken": []}],
+        "/everything": [{"WorkOSAccessToken": []}],
+        "/public": None,
+    }
+    # The token is read from the header, not exposed as a parameter of the operation.
+    assert "parameters" not in schema["paths"]["/me"]["get"]
+
+
+@pytest.mark.anyio
+async def test_tokens_never_reach_the_logs(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed_user(authkit, "user_01A")
+    good = tokens.mint("user_01A")
+    bad = tokens.mint("user_01A", expired=True)
+    ghost = tokens.mint("user_01GHOST")
+    with caplog.at_level(logging.DEBUG):
+        for token in (good, bad, ghost, "garbage.token.value"):
+            await client.get("/me", headers=bearer(token))
+    for token in (good, bad, ghost):
+        for part in token.split("."):
+            assert part not in caplog.text
+    assert "garbage.token.value" not in caplog.text
