@@ -5,6 +5,10 @@ can produce (an update before the create, duplicates, a stale update, a delete f
 create, a delete carrying only the id, a ``session.created``) and prints what each delivery did,
 the handler calls, and the resulting tables.
 
+Part 2 walks the example app (``examples/app``) through a user's whole life: a registration
+denied, another allowed, the user synced, an access token minted, ``/me`` and the todo lists
+called, a sign-in recorded, the user deleted, and the same token refused.
+
 Run it with ``python -m examples.demo`` from the repository root (``bash scripts/demo`` does).
 """
 
@@ -23,6 +27,9 @@ import httpx
 from fastapi import FastAPI
 from sqlmodel import Session, select
 
+from examples.app.auth import create_authkit
+from examples.app.main import create_app
+from examples.app.models import AppUser, TodoList
 from fastapi_workos_authkit import (
     AuthKit,
     AuthSession,
@@ -33,9 +40,21 @@ from fastapi_workos_authkit import (
     WorkOSUserTombstone,
 )
 from fastapi_workos_authkit.database import make_engine
-from fastapi_workos_authkit.testing import factories, signed_delivery
+from fastapi_workos_authkit.testing import (
+    FakeJWKS,
+    TokenFactory,
+    factories,
+    signed_action_request,
+    signed_delivery,
+    user_registration_action,
+    verify_action_response,
+)
 
 DEMO_WEBHOOK_SECRET = "whsec_demo_secret"
+DEMO_ACTION_SECRET = "action_demo_secret"
+DEMO_CLIENT_ID = "client_01DEMO"
+# The fake WorkOS answers here; nothing leaves the process.
+DEMO_API = "https://api.workos.demo"
 
 Printer = Callable[[str], None]
 
@@ -160,9 +179,94 @@ async def run_sync_demo(database_url: str, out: Printer = print) -> SyncDemoResu
     return result
 
 
-async def run(directory: Path, out: Printer = print) -> SyncDemoResult:
+@dataclass
+class StoryResult:
+    """What part 2 observed, step by step: ``(step, status code, detail)``."""
+
+    steps: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+async def run_example_app_story(database_url: str, out: Printer = print) -> StoryResult:
+    """Part 2: the example app, from a refused sign-up to a deleted user's refused token."""
+    engine = make_engine(database_url)
+    tokens = TokenFactory(DEMO_CLIENT_ID)
+    authkit = create_authkit(
+        client_id=DEMO_CLIENT_ID,
+        webhook_secret=DEMO_WEBHOOK_SECRET,
+        action_secret=DEMO_ACTION_SECRET,
+        api_base_url=DEMO_API,
+        engine=engine,
+        http_transport=FakeJWKS(tokens, api_base_url=DEMO_API).transport(),
+    )
+    app = create_app(authkit)
+    story = StoryResult()
+
+    def show(step: str, response: httpx.Response, detail: str) -> None:
+        story.steps.append((step, response.status_code, detail))
+        out(f"  {step:<44} {response.status_code}  {detail}")
+
+    out("\nPart 2: the example app (examples/app), a user's whole life")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://demo") as http,
+    ):
+
+        async def register(email: str) -> None:
+            body, headers = signed_action_request(
+                user_registration_action(email), DEMO_ACTION_SECRET
+            )
+            response = await http.post("/workos/action", content=body, headers=headers)
+            verdict = verify_action_response(response.content, DEMO_ACTION_SECRET).payload
+            reason = f" ({verdict.error_message})" if verdict.error_message else ""
+            show(f"registration action for {email}", response, f"{verdict.verdict}{reason}")
+
+        async def webhook(step: str, payload: dict[str, Any]) -> None:
+            body, headers = signed_delivery(payload, DEMO_WEBHOOK_SECRET)
+            response = await http.post("/workos/webhook", content=body, headers=headers)
+            show(step, response, response.json().get("status", response.text))
+
+        await register("mallory@gmail.com")
+        await register("ada@acme.test")
+        ada = "user_01ADALOVELACE"
+        await webhook(
+            "webhook user.created",
+            factories.user_created(ada, email="ada@acme.test", first_name="Ada", last_name="L"),
+        )
+        with Session(engine) as session:
+            app_user = session.exec(select(AppUser).where(AppUser.auth_id == ada)).one()
+            out(f"{'':<4}users row: auth_id={app_user.auth_id} name={app_user.name!r}")
+
+        token = tokens.mint(ada)
+        out(f"{'':<4}minted an RS256 access token for {ada} (testing kit TokenFactory)")
+        auth = {"Authorization": f"Bearer {token}"}
+        me = await http.get("/me", headers=auth)
+        show("GET /me", me, me.json().get("email", me.text))
+        created = await http.post("/todo-lists", json={"name": "Launch plan"}, headers=auth)
+        show("POST /todo-lists", created, created.json().get("name", created.text))
+        lists = await http.get("/todo-lists", headers=auth)
+        show("GET /todo-lists", lists, ", ".join(item["name"] for item in lists.json()))
+
+        await webhook("webhook session.created", factories.session_created(ada))
+        with Session(engine) as session:
+            app_user = session.exec(select(AppUser).where(AppUser.auth_id == ada)).one()
+            login = app_user.last_login_at.isoformat() if app_user.last_login_at else None
+            out(f"{'':<4}users.last_login_at = {login}")
+
+        await webhook("webhook user.deleted (id only)", factories.user_deleted(ada, id_only=True))
+        with Session(engine) as session:
+            remaining = len(session.exec(select(TodoList)).all())
+            out(f"{'':<4}app user removed; todo lists left: {remaining}")
+        refused = await http.get("/me", headers=auth)
+        show("GET /me with the same token", refused, refused.headers.get("WWW-Authenticate", ""))
+    engine.dispose()
+    return story
+
+
+async def run(directory: Path, out: Printer = print) -> tuple[SyncDemoResult, StoryResult]:
     """Run every part of the demo with its databases in ``directory``."""
-    return await run_sync_demo(f"sqlite:///{directory / 'demo_sync.db'}", out)
+    sync = await run_sync_demo(f"sqlite:///{directory / 'demo_sync.db'}", out)
+    story = await run_example_app_story(f"sqlite:///{directory / 'demo_app.db'}", out)
+    return sync, story
 
 
 def main() -> None:

@@ -28,3 +28,29 @@ async def test_sync_demo_shows_ordering_dedup_and_tombstones(tmp_path: Path) -> 
     assert result.users == {"user_01ADA": "ada@lovelace.dev"}
     assert result.tombstones == ["user_01GRACE", "user_01LINUS"]
     assert any("answered 401" in line for line in lines)
+
+
+async def test_example_app_story_goes_from_denied_sign_up_to_refused_token(
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    story = await demo.run_example_app_story(f"sqlite:///{tmp_path / 'app.db'}", lines.append)
+
+    statuses = [(step.split(" for ")[0], status) for step, status, _ in story.steps]
+    assert statuses == [
+        ("registration action", 200),
+        ("registration action", 200),
+        ("webhook user.created", 200),
+        ("GET /me", 200),
+        ("POST /todo-lists", 201),
+        ("GET /todo-lists", 200),
+        ("webhook session.created", 200),
+        ("webhook user.deleted (id only)", 200),
+        ("GET /me with the same token", 401),
+    ]
+    details = [detail for _, _, detail in story.steps]
+    assert details[0] == "Deny (Please use your corporate email address)"
+    assert details[1] == "Allow"
+    assert details[3] == "ada@acme.test"
+    assert details[5] == "Ada's Todo List, Launch plan"
+    assert any("todo lists left: 0" in line for line in lines)
