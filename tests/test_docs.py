@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import inspect
 
 from examples.snippets import configuration
 from fastapi_workos_authkit import AuthKit, ConfigurationError
+from fastapi_workos_authkit.testing import factories, signed_delivery
+from fastapi_workos_authkit.testing.factories import at
+from tests.conftest import WEBHOOK_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -78,3 +88,50 @@ async def test_an_engine_shared_with_the_app_gets_the_tables(tmp_path: Path) -> 
     tables = set(inspect(authkit.engine).get_table_names())
     assert {"workos_users", "workos_events", "workos_user_tombstones"} <= tables
     authkit.engine.dispose()
+
+
+@pytest.fixture
+def handlers_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The handlers guide's module, imported fresh with a test database and secret."""
+    monkeypatch.setenv("AUTHKIT_DATABASE_URL", f"sqlite:///{tmp_path / 'handlers.db'}")
+    monkeypatch.setenv("WORKOS_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    sys.modules.pop("examples.snippets.handlers", None)
+    module = importlib.import_module("examples.snippets.handlers")
+    yield module
+    module.authkit.engine.dispose()
+    sys.modules.pop("examples.snippets.handlers", None)
+
+
+@pytest.mark.anyio
+async def test_the_handlers_guide_patterns(handlers_snippet: ModuleType) -> None:
+    authkit: AuthKit = handlers_snippet.authkit
+    app = FastAPI(lifespan=authkit.lifespan)
+    app.include_router(authkit.router())
+    async with (
+        authkit.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+
+        async def send(payload: dict[str, Any]) -> int:
+            body, headers = signed_delivery(payload, WEBHOOK_SECRET)
+            response = await client.post("/workos/webhook", content=body, headers=headers)
+            return response.status_code
+
+        assert await send(factories.user_created("user_01H", email="h@example.com")) == 200
+        assert await send(factories.organization_created("Acme", domains=["acme.test"])) == 200
+        group = factories.event("dsync.group.created", {"id": "directory_group_01", "name": "Ops"})
+        assert await send(group) == 200
+
+        handlers_snippet.profile_service_up = False
+        update = factories.user_updated("user_01H", email="h2@example.com", updated_at=at(60))
+        assert await send(update) == 500
+        handlers_snippet.profile_service_up = True
+        assert await send(update) == 200  # WorkOS's retry
+
+    assert handlers_snippet.audit_log == [
+        "signed up: h@example.com",
+        'chat: {"text":"h@example.com"}',
+        "organization Acme (acme.test)",
+        "directory group Ops",
+        "profile pushed: h2@example.com",
+    ]
