@@ -20,10 +20,12 @@ import contextlib
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Request
+import jwt
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -38,9 +40,14 @@ from sqlalchemy import (
 )
 from sqlmodel import Session
 
-from fastapi_workos_authkit import AuthKit, Event, SignatureError
+from fastapi_workos_authkit import AuthKit, Event, SignatureError, WorkOSUser
+from fastapi_workos_authkit.actions import (
+    ActionResponse,
+    ActionVerdict,
+    AuthenticationAction,
+    UserRegistrationAction,
+)
 from fastapi_workos_authkit.body import read_limited_body
-from fastapi_workos_authkit.database import make_engine
 from fastapi_workos_authkit.signatures import verify_signature
 
 WEBHOOK_SECRET = "whsec_bench_secret"
@@ -138,6 +145,22 @@ for _handler in ("user.created", "user.updated", "user.deleted"):
     authkit.add_handler(_handler, _record(_handler))
 
 
+@authkit.action("authentication")
+async def check_sign_in(action: AuthenticationAction, response: ActionResponse) -> ActionVerdict:
+    """A typical policy: deny unverified emails, allow the rest."""
+    if not action.user.email_verified:
+        return response.deny("Verify your email address first")
+    return response.allow()
+
+
+@authkit.action("user_registration")
+async def check_sign_up(action: UserRegistrationAction, response: ActionResponse) -> ActionVerdict:
+    """A typical policy: sign-ups only from work domains."""
+    if action.user_data.email.endswith(("@gmail.com", "@yahoo.com")):
+        return response.deny("Please use a work email address")
+    return response.allow()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """AuthKit's lifespan: tables exist already (the harness made them), so this is cheap."""
@@ -192,6 +215,53 @@ async def pid() -> dict[str, int]:
     return {"pid": _PID}
 
 
+@app.get("/bench/me")
+async def me(user: Annotated[WorkOSUser, Depends(authkit.current_user)]) -> dict[str, str]:
+    """The package's ``current_user``: verified token (cached), then one primary-key read."""
+    return {"id": user.id, "email": user.email}
+
+
+# The hand-written alternative an app would write without the package: PyJWT's JWKS client,
+# ``jwt.decode``, then a ``Session`` read, as a sync dependency (FastAPI runs it in a thread).
+_bearer = HTTPBearer()
+_jwks_client = jwt.PyJWKClient(
+    f"{authkit.settings.api_base_url.rstrip('/')}/sso/jwks/{CLIENT_ID}", cache_keys=True
+)
+_ISSUERS = [
+    f"https://{authkit.settings.api_hostname}/user_management/{CLIENT_ID}",
+    f"https://{authkit.settings.api_hostname}",
+    f"https://{authkit.settings.api_hostname}/",
+]
+
+
+def handwritten_user(
+    credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)],
+) -> WorkOSUser:
+    """PyJWT plus a SQLModel ``Session``: the baseline ``current_user`` is compared with."""
+    try:
+        key = _jwks_client.get_signing_key_from_jwt(credentials.credentials)
+        claims = jwt.decode(
+            credentials.credentials,
+            key.key,
+            algorithms=["RS256"],
+            issuer=_ISSUERS,
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except jwt.PyJWTError:
+        raise HTTPException(401, "invalid token") from None
+    with Session(_engine()) as session:
+        user = session.get(WorkOSUser, claims["sub"])
+    if user is None:
+        raise HTTPException(401, "unknown user")
+    return user
+
+
+@app.get("/bench/me-pyjwt")
+async def me_pyjwt(user: Annotated[WorkOSUser, Depends(handwritten_user)]) -> dict[str, str]:
+    """The same answer as ``/bench/me``, through the hand-written dependency."""
+    return {"id": user.id, "email": user.email}
+
+
 @app.post("/bench/replay")
 async def replay() -> dict[str, Any]:
     """Replay failed ledger events with ``authkit.replay_failed()``, when the package has it."""
@@ -199,7 +269,11 @@ async def replay() -> dict[str, Any]:
     if replay_failed is None:
         raise HTTPException(404, "this version of the package has no replay_failed()")
     result = await replay_failed()
-    return {"result": repr(result)}
+    return {
+        name: getattr(result, name)
+        for name in ("replayed", "succeeded", "failed")
+        if isinstance(getattr(result, name, None), int)
+    }
 
 
 ASGIApp = Callable[
@@ -235,4 +309,4 @@ def _with_worker_header(inner: ASGIApp) -> ASGIApp:
 fastapi_app = app
 app = _with_worker_header(fastapi_app)  # type: ignore[assignment]
 
-__all__ = ["app", "create_bench_tables", "make_engine"]
+__all__ = ["app", "create_bench_tables"]

@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.app import WEBHOOK_SECRET, create_bench_tables  # noqa: E402
+from bench.app import ACTION_SECRET, CLIENT_ID, WEBHOOK_SECRET, create_bench_tables  # noqa: E402
 from bench.harness import storm  # noqa: E402
+from bench.harness.jwks import JWKSServer  # noqa: E402
 from bench.harness.processes import AppServer, Postgres  # noqa: E402
 from fastapi_workos_authkit.database import make_engine  # noqa: E402
 
@@ -96,9 +97,10 @@ class Run:
         self.failure_file.write_text("0")
         self.postgres = Postgres()
         self.app: AppServer | None = None
-        self.extra_env: dict[str, str] = {}
+        self.jwks = JWKSServer(CLIENT_ID)
 
     def start(self) -> None:
+        self.jwks.start()
         self.postgres.start()
         engine = make_engine(self.postgres.url)
         create_bench_tables(engine)
@@ -107,7 +109,7 @@ class Run:
             {
                 "BENCH_DATABASE_URL": self.postgres.url,
                 "BENCH_FAILURE_FILE": str(self.failure_file),
-                **self.extra_env,
+                "BENCH_JWKS_URL": self.jwks.base_url,
             },
             log_path=self.workdir / "uvicorn.log",
         )
@@ -117,6 +119,7 @@ class Run:
         if self.app is not None:
             self.app.stop()
         self.postgres.stop()
+        self.jwks.stop()
 
     def set_failure_rate(self, rate: float) -> None:
         # Written to a new file and renamed, so a worker never reads a half-written value.
@@ -160,7 +163,12 @@ async def scenario_5(run: Run) -> dict[str, Any]:
 
     assert run.app is not None
     return await fuzz.scenario_fuzz(
-        run.app.base_url, run.postgres.url, requests=run.size["fuzz_requests"]
+        run.app.base_url,
+        run.postgres.url,
+        requests=run.size["fuzz_requests"],
+        tokens=run.jwks.tokens,
+        webhook_secret=WEBHOOK_SECRET,
+        action_secret=ACTION_SECRET,
     )
 
 
