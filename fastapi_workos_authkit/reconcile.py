@@ -896,6 +896,7 @@ class EventsPoller:
         self.failures = 0
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._scope: anyio.CancelScope | None = None
 
     @property
     def running(self) -> bool:
@@ -914,18 +915,22 @@ class EventsPoller:
         if self._task is None:
             return
         self._stop.set()
-        self._task.cancel()
+        # An anyio cancel (not a bare task.cancel()) so that a worker thread in the middle of an
+        # event finishes and commits first: anyio shields those waits, asyncio would not.
+        if self._scope is not None:
+            self._scope.cancel()
         with suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
     async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._job()
-            except Exception as exc:
-                self.failures += 1
-                logger.warning("events poll failed (%s): %s", type(exc).__name__, exc)
-            self.runs += 1
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+        with anyio.CancelScope() as self._scope:
+            while not self._stop.is_set():
+                try:
+                    await self._job()
+                except Exception as exc:
+                    self.failures += 1
+                    logger.warning("events poll failed (%s): %s", type(exc).__name__, exc)
+                self.runs += 1
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
