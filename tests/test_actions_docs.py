@@ -15,7 +15,7 @@ import pytest
 import respx
 from sqlmodel import Session
 
-from examples.snippets.actions_models import AllowedDomain
+from examples.snippets.actions_models import RegisteredDomain
 from examples.snippets.actions_testing import check_free_mail_is_refused
 from fastapi_workos_authkit.testing import (
     authentication_action,
@@ -91,7 +91,7 @@ async def test_registration_reads_the_allowed_domains(
         "Your organization is not registered"
     )
     with Session(example.authkit.engine) as session:
-        session.add(AllowedDomain(domain="acme.test"))
+        session.add(RegisteredDomain(domain="acme.test"))
         session.commit()
     known = await post(client, user_registration_action("Ana@ACME.test"))
     assert verify_action_response(known.content, ACTION_SECRET).payload.verdict == "Allow"

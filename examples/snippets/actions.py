@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from sqlmodel import Session, SQLModel, select
 
-from examples.snippets.actions_models import AllowedDomain
+from examples.snippets.actions_models import RegisteredDomain
 from fastapi_workos_authkit import (
     ActionResponse,
     ActionVerdict,
@@ -38,7 +38,9 @@ def registration(
     domain = action.user_data.email.lower().rpartition("@")[2]
     if domain in FREE_MAIL:
         return response.deny("Please use your corporate email address")
-    allowed = session.exec(select(AllowedDomain).where(AllowedDomain.domain == domain)).first()
+    allowed = session.exec(
+        select(RegisteredDomain).where(RegisteredDomain.domain == domain)
+    ).first()
     return response.allow() if allowed else response.deny("Your organization is not registered")
 
 
@@ -67,7 +69,7 @@ async def authentication(
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with authkit.lifespan(app):
-        SQLModel.metadata.create_all(authkit.engine)  # the app's own tables, allowed_domains too
+        SQLModel.metadata.create_all(authkit.engine)  # the app's own tables, registered_domains too
         yield
 
 

@@ -4,10 +4,10 @@ from sqlmodel import Field, SQLModel
 
 
 # --8<-- [start:table]
-class AllowedDomain(SQLModel, table=True):
-    """Email domains whose people may sign up (the app's own table, not a workos_* one)."""
+class RegisteredDomain(SQLModel, table=True):
+    """Email domains of registered organizations: the app's own table, not a workos_* one."""
 
-    __tablename__ = "allowed_domains"
+    __tablename__ = "registered_domains"
 
     domain: str = Field(primary_key=True)
 
