@@ -1,19 +1,20 @@
-import logging
-
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlmodel import Session
 
-from fastapi_workos_authkit import AuthKit, Event, User
+from fastapi_workos_authkit import AuthKit, Event, User, WorkOSUser
 
 authkit = AuthKit()  # reads WORKOS_WEBHOOK_SECRET and friends from the environment
-log = logging.getLogger("myapp")
 
 
 @authkit.on("user.created")
 def welcome(session: Session, event: Event[User]) -> None:
-    # Runs inside the sync's transaction: raise, and nothing is committed.
-    log.info("new user %s", event.data.id)
+    print(f"welcome, {event.data.email}")  # runs inside the sync's transaction
 
 
 app = FastAPI(lifespan=authkit.lifespan)  # creates the workos_* tables
 app.include_router(authkit.router())  # POST /workos/webhook
+
+
+@app.get("/me")  # the caller's synced user, from the access token
+def me(user: WorkOSUser = Depends(authkit.current_user)) -> WorkOSUser:
+    return user

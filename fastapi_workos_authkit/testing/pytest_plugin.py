@@ -1,0 +1,186 @@
+"""pytest fixtures for apps built on fastapi-workos-authkit, loaded automatically once installed.
+
+The plugin is registered under the ``pytest11`` entry point, so every project that installs the
+package gets these fixtures without any import. Nothing in them talks to WorkOS.
+
+Fixtures, from the bottom up:
+
+* ``workos_config``: the test client id, API key and secrets (`WorkOSTestConfig`);
+* ``workos_tokens``: a `TokenFactory` minting RS256 access tokens for that client id;
+* ``workos_fake``: a stateful `FakeWorkOS` (users, events, JWKS) checking that API key;
+* ``workos_database_url``: a fresh SQLite file per test (override it to use PostgreSQL);
+* ``workos_authkit_options``: keyword arguments for ``AuthKit(...)`` wired to all of the above;
+* ``workos_authkit``: ``AuthKit(**workos_authkit_options)``; override it to return your own;
+* ``workos_app``: a minimal app mounting ``workos_authkit``; override it to return your own;
+* ``workos_client``: an ``httpx.AsyncClient`` talking to ``workos_app`` with its lifespan run;
+* ``send_webhook`` / ``send_action``: POST a signed webhook delivery / Action request through it.
+
+The async fixtures run under anyio's pytest plugin: mark async tests with
+``pytest.mark.anyio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from ..authkit import AuthKit
+from .actions import signed_action_request
+from .fake_workos import FakeWorkOS
+from .tokens import TokenFactory
+from .webhooks import signed_delivery
+
+__all__ = [
+    "SendAction",
+    "SendWebhook",
+    "WorkOSTestConfig",
+    "send_action",
+    "send_webhook",
+    "workos_app",
+    "workos_authkit",
+    "workos_authkit_options",
+    "workos_client",
+    "workos_config",
+    "workos_database_url",
+    "workos_fake",
+    "workos_tokens",
+]
+
+SendWebhook = Callable[..., Awaitable[httpx.Response]]
+"""``await send_webhook(payload, *, secret=None, timestamp_ms=None)``."""
+
+SendAction = Callable[..., Awaitable[httpx.Response]]
+"""``await send_action(payload, *, secret=None, timestamp_ms=None)``."""
+
+
+@dataclass(frozen=True)
+class WorkOSTestConfig:
+    """The identifiers and secrets a test `AuthKit` is given; none of them is real."""
+
+    client_id: str = "client_01TESTCLIENT0000000000000"
+    api_key: str = "sk_test_fastapi_workos_authkit"
+    webhook_secret: str = "whsec_test_fastapi_workos_authkit"
+    action_secret: str = "action_secret_test_fastapi_workos_authkit"
+    api_base_url: str = "https://api.workos.test"
+
+
+@pytest.fixture
+def workos_config() -> WorkOSTestConfig:
+    """The test client id, API key and secrets; override it to change them."""
+    return WorkOSTestConfig()
+
+
+@pytest.fixture
+def workos_tokens(workos_config: WorkOSTestConfig) -> TokenFactory:
+    """Mints access tokens that ``workos_authkit`` accepts: ``workos_tokens.mint(user_id)``."""
+    return TokenFactory(workos_config.client_id)
+
+
+@pytest.fixture
+def workos_fake(workos_config: WorkOSTestConfig, workos_tokens: TokenFactory) -> FakeWorkOS:
+    """A fake WorkOS: ``create_user``/``update_user``/``delete_user``, the Events API, the JWKS."""
+    return FakeWorkOS(
+        api_key=workos_config.api_key,
+        jwks=workos_tokens.jwks(),
+        client_id=workos_config.client_id,
+    )
+
+
+@pytest.fixture
+def workos_database_url(tmp_path: Path) -> str:
+    """A fresh SQLite database for each test."""
+    return f"sqlite:///{tmp_path / 'workos_authkit_test.db'}"
+
+
+@pytest.fixture
+def workos_authkit_options(
+    workos_config: WorkOSTestConfig, workos_fake: FakeWorkOS, workos_database_url: str
+) -> dict[str, Any]:
+    """Keyword arguments for ``AuthKit(...)`` (or your factory) wired to the fake WorkOS."""
+    return {
+        "client_id": workos_config.client_id,
+        "api_key": workos_config.api_key,
+        "webhook_secret": workos_config.webhook_secret,
+        "action_secret": workos_config.action_secret,
+        "api_base_url": workos_config.api_base_url,
+        "database_url": workos_database_url,
+        "http_transport": workos_fake.transport(),
+    }
+
+
+@pytest.fixture
+def workos_authkit(workos_authkit_options: dict[str, Any]) -> Iterator[AuthKit]:
+    """An `AuthKit` wired to the fake WorkOS and a fresh database; its engine is disposed after."""
+    authkit = AuthKit(**workos_authkit_options)
+    yield authkit
+    authkit.engine.dispose()
+
+
+@pytest.fixture
+def workos_app(workos_authkit: AuthKit) -> FastAPI:
+    """The app under test: by default the smallest app mounting ``workos_authkit``.
+
+    Override it in your ``conftest.py`` to return your own app.
+    """
+    app = FastAPI(lifespan=workos_authkit.lifespan)
+    app.include_router(workos_authkit.router())
+    return app
+
+
+@pytest.fixture
+async def workos_client(
+    workos_app: FastAPI, anyio_backend: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``workos_app``, in-process, with the app's lifespan running."""
+    async with (
+        workos_app.router.lifespan_context(workos_app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=workos_app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def send_webhook(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendWebhook:
+    """POST a signed webhook delivery to the app, as WorkOS would; returns the response.
+
+    The body is signed with ``workos_authkit``'s webhook secret unless ``secret`` is given.
+    """
+
+    async def send(
+        payload: dict[str, Any] | bytes,
+        *,
+        secret: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> httpx.Response:
+        key = secret or workos_authkit.settings.require_webhook_secret("send_webhook")
+        body, headers = signed_delivery(payload, key, timestamp_ms=timestamp_ms)
+        url = f"{workos_authkit.settings.prefix}/webhook"
+        return await workos_client.post(url, content=body, headers=headers)
+
+    return send
+
+
+@pytest.fixture
+def send_action(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendAction:
+    """POST a signed Action request to the app, as WorkOS would; returns the response."""
+
+    async def send(
+        payload: dict[str, Any] | bytes,
+        *,
+        secret: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> httpx.Response:
+        key = secret or workos_authkit.settings.require_action_secret("send_action")
+        body, headers = signed_action_request(payload, key, timestamp_ms=timestamp_ms)
+        url = f"{workos_authkit.settings.prefix}/action"
+        return await workos_client.post(url, content=body, headers=headers)
+
+    return send
