@@ -316,6 +316,13 @@ def _as_verdict(result: Any) -> ActionVerdict:
     )
 
 
+def _is_async(handler: ActionHandler) -> bool:
+    # An object with an async __call__ is an async handler too.
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method itself is inspected
+    )
+
+
 def _log_failure(action: Action, exc: BaseException) -> None:
     # The exception message and locals may hold the email: log the type and the stack only.
     stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
@@ -337,7 +344,7 @@ async def run_handler(
     Raises `_HandlerFailed` or `_TimedOut`, after logging, when there is no verdict to send.
     """
     response = ActionResponse(action.action_type)
-    if inspect.iscoroutinefunction(handler):
+    if _is_async(handler):
         return await _run_async(handler, engine, action, response, budget)
     return await _run_sync(handler, engine, action, response, budget)
 
@@ -396,8 +403,15 @@ async def _run_sync(
         finally:
             run.done.set()
 
-    with anyio.move_on_after(budget) as scope:
-        await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    try:
+        with anyio.move_on_after(budget) as scope:
+            await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        # The request itself was cancelled (the client hung up): nobody will see the verdict,
+        # so the handler's writes must not be kept either.
+        with run.lock:
+            run.abandoned = not run.committing
+        raise
     if scope.cancelled_caught:
         with run.lock:
             late = run.committing

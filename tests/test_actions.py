@@ -860,3 +860,20 @@ def test_deny_message_must_be_text() -> None:
         "timestamp": NOW_MS,
         "verdict": "Deny",
     }
+
+
+async def test_an_object_with_an_async_call_is_awaited(make_kit: MakeKit) -> None:
+    class Gate:
+        """A handler kept as an object, e.g. to hold a client."""
+
+        async def __call__(
+            self, session: Session, action: AuthenticationAction, response: ActionResponse
+        ) -> ActionVerdict:
+            await anyio.lowlevel.checkpoint()
+            return response.deny(f"closed for {action.user.id}")
+
+    authkit = make_kit()
+    authkit.add_action_handler("authentication", Gate())
+    async with running(authkit) as client:
+        reply = await post_action(client, authentication_action(factories.user("user_01GATE")))
+    assert reply.json()["payload"]["error_message"] == "closed for user_01GATE"
