@@ -419,8 +419,14 @@ async def _run_sync(
         if not late:
             _log_timeout(action, budget)
             raise _TimedOut
-        # The handler answered in time and its commit is under way: wait for that, not a verdict
-        # thrown away after its writes were kept.
+        # The handler answered in time and its commit is under way: wait for that, rather than
+        # throw away a verdict whose writes are being kept.
+        logger.warning(
+            "action %s (%s): action_timeout=%ss passed during the commit; waiting for it",
+            action.id,
+            action.action_type,
+            f"{budget:g}",
+        )
         await anyio.to_thread.run_sync(run.done.wait)
     if run.error is not None:
         _log_failure(action, run.error)

@@ -568,6 +568,40 @@ async def test_sync_handler_past_the_time_budget_answers_504_and_is_rolled_back(
         event.remove(engine, "rollback", on_rollback)
 
 
+async def test_a_slow_commit_after_a_timely_verdict_still_answers_the_verdict(
+    make_kit: MakeKit, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Generous for the handler itself, short next to the commit below.
+    authkit = make_kit(action_timeout=0.5)
+    commit_started = threading.Event()
+
+    def slow_commit(session: Session) -> None:
+        commit_started.set()
+        # Longer than the budget: the deadline passes while the commit is under way.
+        threading.Event().wait(1.5)
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        record(session, action.id, "decided in time")
+        return response.allow()
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    event.listen(Session, "before_commit", slow_commit)
+    try:
+        async with running(authkit) as client:
+            reply = await post_action(client, user_registration_action())
+    finally:
+        event.remove(Session, "before_commit", slow_commit)
+    # Whichever side of the deadline the commit ends on, the verdict and the writes agree.
+    assert commit_started.is_set()
+    assert reply.status_code == 200
+    assert reply.json()["payload"]["verdict"] == "Allow"
+    assert audit_notes(engine) == ["decided in time"]
+    assert "passed during the commit" in caplog.text
+
+
 @pytest.mark.parametrize(
     "tamper",
     ["wrong-secret", "webhook-secret", "missing", "garbled", "stale", "future", "seconds", "body"],
