@@ -1,0 +1,408 @@
+"""The ``fastapi-workos-authkit`` command line (also ``python -m fastapi_workos_authkit``).
+
+Each subcommand runs one reconciler against the app's own `AuthKit` (``--app module:attribute``,
+as uvicorn finds an app), so the app's handlers run exactly as they do for webhooks. Progress goes
+to stderr (a bar on a terminal, plain lines otherwise); the summary goes to stdout, as JSON with
+``--json``. Exit codes are listed in `ExitCode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import timedelta
+from enum import IntEnum
+from typing import IO, Any
+
+import anyio
+import anyio.to_thread
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .authkit import AuthKit
+from .database import create_tables, is_unavailable
+from .errors import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
+from .reconcile import Progress
+from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, so a cron job or CI step can tell failures apart."""
+
+    OK = 0
+    FAILURE = 1
+    """Anything else: a handler raised during a backfill, a lost lease, a bad ``--app``."""
+    USAGE = 2
+    """Bad arguments (argparse's own code)."""
+    CONFIGURATION = 3
+    """A required setting is missing, such as ``WORKOS_API_KEY``."""
+    UNAUTHORIZED = 4
+    """WorkOS refused the API key (401/403)."""
+    WORKOS_UNAVAILABLE = 5
+    """WorkOS kept failing (5xx, 429 or network errors) after every retry."""
+    DATABASE_UNAVAILABLE = 6
+    """The database could not be reached."""
+    EVENTS_FAILED = 7
+    """The run finished, but some events failed in a handler: see ``status``, then
+    ``replay-failed`` once the handler is fixed."""
+
+
+class CommandError(Exception):
+    """A failure with a message for the user and an exit code."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- finding the app -----------------------------------------------------------------------
+
+
+def load_authkit(target: str | None) -> AuthKit:
+    """Import ``module:attribute`` (dotted attributes allowed) and return the `AuthKit` there.
+
+    Without a target, an `AuthKit` configured from the environment alone (no handlers).
+    """
+    if not target:
+        return AuthKit()
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise CommandError(
+            f"--app must look like module:attribute (for example main:authkit), not {target!r}",
+            ExitCode.USAGE,
+        )
+    # Like uvicorn: the current directory is importable, so `--app main:authkit` just works.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"Could not import {module_name!r}: {exc}", ExitCode.FAILURE) from exc
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise CommandError(
+                f"{module_name!r} has no attribute {attribute!r}", ExitCode.FAILURE
+            ) from None
+    if not isinstance(found, AuthKit):
+        raise CommandError(
+            f"{target} is a {type(found).__name__}, not an AuthKit: point --app at the AuthKit "
+            "instance your app configures (for example main:authkit)",
+            ExitCode.FAILURE,
+        )
+    return found
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Shows `Progress` reports: a redrawn bar on a terminal, a line a second otherwise."""
+
+    def __init__(self, stream: IO[str], *, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self._started = time.monotonic()
+        self._last_line = 0.0
+        self._drawn = False
+        self._pending: Progress | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + self._render(progress, now, bar=True))
+            self._drawn = True
+        elif not self._last_line or now - self._last_line >= 1.0:
+            self.stream.write(self._render(progress, now, bar=False) + "\n")
+            self._last_line = now
+            self._pending = None
+        else:
+            self._pending = progress  # printed by `close`, so the last count always shows
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line, or print the last report that was throttled."""
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+        elif self._pending is not None:
+            self.stream.write(self._render(self._pending, time.monotonic(), bar=False) + "\n")
+        self.stream.flush()
+
+    def _render(self, progress: Progress, now: float, *, bar: bool) -> str:
+        elapsed = max(now - self._started, 1e-9)
+        counts = ", ".join(f"{name} {value:,}" for name, value in progress.counts.items())
+        rate = f"{progress.done / elapsed:,.0f}/s"
+        if progress.total:
+            done = f"{progress.done:,}/{progress.total:,}"
+            if bar:
+                filled = int(30 * progress.done / progress.total)
+                done = f"[{'#' * filled}{'.' * (30 - filled)}] {done}"
+        else:
+            done = f"{progress.done:,}"
+        return f"{progress.job}: {done} ({counts}) {rate}"
+
+
+# -- commands ------------------------------------------------------------------------------
+
+Command = Callable[[AuthKit, argparse.Namespace, ProgressPrinter], Awaitable[tuple[Any, ExitCode]]]
+
+
+async def _sync_events(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    result = await kit.sync_events(progress=progress)
+    return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
+
+
+async def _backfill_users(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    result = await kit.backfill_users(
+        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
+    )
+    return result, ExitCode.OK
+
+
+async def _replay_failed(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    result = await kit.replay_failed(limit=args.limit, progress=progress)
+    return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
+
+
+async def _prune(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    try:
+        result = await kit.prune(
+            ledger_retention=timedelta(days=args.ledger_days),
+            tombstone_retention=timedelta(days=args.tombstone_days),
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    return result, ExitCode.OK
+
+
+async def _status(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    return await kit.sync_status(failures=args.failures), ExitCode.OK
+
+
+_COMMANDS: dict[str, Command] = {
+    "sync-events": _sync_events,
+    "backfill-users": _backfill_users,
+    "replay-failed": _replay_failed,
+    "prune": _prune,
+    "status": _status,
+}
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say nothing of it rather than leak a password
+        return "(the configured database)"
+
+
+async def _run(kit: AuthKit, args: argparse.Namespace, stderr: IO[str]) -> tuple[Any, ExitCode]:
+    progress = ProgressPrinter(stderr)
+    try:
+        try:
+            await anyio.to_thread.run_sync(create_tables, kit.engine)
+            return await _COMMANDS[args.command](kit, args, progress)
+        finally:
+            progress.close()
+            await kit.shutdown()
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), ExitCode.CONFIGURATION) from None
+    except WorkOSAuthenticationError as exc:
+        raise CommandError(str(exc), ExitCode.UNAUTHORIZED) from None
+    except WorkOSAPIError as exc:
+        raise CommandError(
+            f"{exc}. Nothing after the last committed item was lost: run the command again.",
+            ExitCode.WORKOS_UNAVAILABLE,
+        ) from None
+    except DatabaseUnavailableError as exc:
+        raise _database_error(kit, exc) from None
+    except SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise _database_error(kit, exc) from None
+        raise
+    except HandlerError as exc:
+        raise CommandError(
+            f"{exc}; the page was rolled back. Fix the handler and run the command again to "
+            "resume where it stopped.",
+            ExitCode.FAILURE,
+        ) from None
+    except AuthKitError as exc:
+        raise CommandError(str(exc), ExitCode.FAILURE) from None
+
+
+def _database_error(kit: AuthKit, exc: BaseException) -> CommandError:
+    cause = exc.__cause__ or exc
+    detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+    return CommandError(
+        f"Cannot reach the database at {_safe_url(str(kit.engine.url))}: {detail}",
+        ExitCode.DATABASE_UNAVAILABLE,
+    )
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
+
+
+def _summary(command: str, result: Any) -> list[str]:
+    data = _plain(result)
+    if data.get("ran") is False:
+        return [
+            f"{command}: skipped, another instance is running it (lease held by "
+            f"{data.get('lease_holder')})"
+        ]
+    if command == "sync-events":
+        lines = [
+            f"sync-events: {data['fetched']:,} events fetched, {data['processed']:,} processed, "
+            f"{data['duplicates']:,} duplicates, {data['failed']:,} failed",
+            f"  cursor: {data['cursor'] or '(none yet)'}",
+        ]
+        if data["failed"]:
+            lines.append("  failed events stay in the ledger: fix the handler, then replay-failed")
+        return lines
+    if command == "backfill-users":
+        return [
+            f"backfill-users: {data['seen']:,} users in {data['pages']:,} pages: "
+            f"{data['inserted']:,} inserted, {data['updated']:,} updated, "
+            f"{data['unchanged']:,} unchanged"
+            + (f" (resumed after {data['resumed_from']})" if data["resumed_from"] else "")
+        ]
+    if command == "replay-failed":
+        lines = [
+            f"replay-failed: {data['replayed']:,} replayed, {data['succeeded']:,} succeeded, "
+            f"{data['failed']:,} still failing"
+        ]
+        lines += [
+            f"  {e['event_id']} ({e['event_type']}): attempts {e['attempts']}: {e['last_error']}"
+            for e in data["events"]
+            if e["status"] != "processed"
+        ]
+        return lines
+    if command == "prune":
+        return [
+            f"prune: {data['events_deleted']:,} processed events received before "
+            f"{data['events_before']} and {data['tombstones_deleted']:,} tombstones older than "
+            f"{data['tombstones_before']} deleted"
+        ]
+    lines = [
+        "ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(data["ledger"].items())),
+        f"users: {data['users']:,}, tombstones: {data['tombstones']:,}",
+        "cursors:",
+    ]
+    lines += [f"  {k}: {v}" for k, v in sorted(data["cursors"].items())] or ["  (none)"]
+    lines.append("leases:")
+    lines += [
+        f"  {x['name']}: {x['holder']} until {x['expires_at']}"
+        + ("" if x["active"] else " (expired)")
+        for x in data["leases"]
+    ] or ["  (none held)"]
+    lines.append("last failures:")
+    lines += [
+        f"  {f['event_id']} ({f['event_type']}, {f['source']}): attempts {f['attempts']}: "
+        f"{f['last_error']}"
+        for f in data["last_failures"]
+    ] or ["  (none)"]
+    return lines
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="fastapi-workos-authkit",
+        description="Recover and inspect the WorkOS sync of a FastAPI app.",
+    )
+    parser.add_argument(
+        "--app",
+        default=os.environ.get("AUTHKIT_APP"),
+        metavar="MODULE:ATTRIBUTE",
+        help="the app's AuthKit instance, e.g. main:authkit (env AUTHKIT_APP); without it an "
+        "AuthKit is built from the environment and the app's handlers do not run",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("sync-events", help="catch up from the WorkOS Events API")
+    backfill = commands.add_parser("backfill-users", help="copy every WorkOS user into the table")
+    backfill.add_argument(
+        "--no-handlers", action="store_true", help="do not run user.created/updated handlers"
+    )
+    backfill.add_argument(
+        "--restart", action="store_true", help="ignore the cursor of an interrupted run"
+    )
+    replay = commands.add_parser("replay-failed", help="process failed ledger events again")
+    replay.add_argument("--limit", type=int, default=None, help="at most this many events")
+    prune = commands.add_parser("prune", help="delete old processed events and tombstones")
+    prune.add_argument("--ledger-days", type=float, default=30.0, help="keep (default 30, min 3)")
+    prune.add_argument(
+        "--tombstone-days", type=float, default=30.0, help="keep (default 30, min 3)"
+    )
+    status = commands.add_parser("status", help="ledger counts, cursors, failures, leases")
+    status.add_argument("--failures", type=int, default=10, help="how many failures to list")
+    providers = commands.add_parser("providers", help="print auth_config_providers() as JSON")
+    providers.add_argument("--client-id", default=None, help="default: the app's or env's")
+    providers.add_argument("--api-hostname", default=None, help="default: the app's or env's")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "providers":
+            out.write(json.dumps(_providers(args), indent=2) + "\n")
+            return ExitCode.OK
+        kit = load_authkit(args.app)
+        if not args.app:
+            err.write("note: no --app given; the app's event handlers will not run\n")
+        result, code = anyio.run(_run, kit, args, err)
+    except CommandError as exc:
+        err.write(f"error: {exc}\n")
+        return int(exc.code)
+    except KeyboardInterrupt:
+        err.write("interrupted: the next run resumes after the last committed item\n")
+        return 130
+    if args.json:
+        out.write(json.dumps(_plain(result), indent=2, default=str) + "\n")
+    else:
+        out.write("\n".join(_summary(args.command, result)) + "\n")
+    return int(code)
+
+
+def _providers(args: argparse.Namespace) -> list[dict[str, str]]:
+    try:
+        if args.app and not (args.client_id or args.api_hostname):
+            return load_authkit(args.app).auth_config_providers()
+        from .providers import auth_config_providers
+
+        return auth_config_providers(client_id=args.client_id, api_hostname=args.api_hostname)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), ExitCode.CONFIGURATION) from None
