@@ -41,8 +41,7 @@ from sqlmodel import Session, col, select
 from .database import is_unavailable
 from .errors import AuthKitError, DatabaseUnavailableError, HandlerError, InvalidEventError
 from .events import SYNCED_EVENT_TYPES, Event, User, parse_event
-from .handlers import HandlerRegistry, call_in_worker
-from .pipeline import Effect, Outcome, _insert, apply_user
+from .pipeline import Effect, EventPipeline, Outcome, SyncSession, _insert, apply_user
 from .tables import (
     EventStatus,
     WorkOSEventRecord,
@@ -552,42 +551,43 @@ def _sync_one(authkit: AuthKit, raw: dict[str, Any]) -> tuple[Outcome, Effect] |
 # -- backfill_users ------------------------------------------------------------------------
 
 
-def _snapshot_event(user: User, event_type: str) -> Event[User]:
-    # Handlers take an event; a snapshot has none, so it gets a synthetic, clearly-marked one.
-    stamp = int(user.updated_at.timestamp() * 1000)
-    return Event[User](
-        id=f"snapshot_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
-    )
-
-
 _SNAPSHOT_HANDLERS = {Effect.INSERTED: "user.created", Effect.UPDATED: "user.updated"}
 
 
+def _snapshot_event(user: User, event_type: str) -> Event[User]:
+    # Handlers take an event; a snapshot has none. The synthetic id has the same shape as
+    # `EventPipeline.apply_user_snapshot`'s: "{source}_{user id}_{updated_at in ms}".
+    stamp = int(user.updated_at.timestamp() * 1000)
+    return Event[User](
+        id=f"backfill_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
+    )
+
+
 def _apply_page(
+    pipeline: EventPipeline,
     engine: Engine,
-    handlers: HandlerRegistry,
     users: list[User],
     *,
     run_handlers: bool,
     cursor: str,
 ) -> Counter[Effect]:
-    """Apply one page of users and save the cursor, all in one transaction."""
+    """Apply one page of users and save the cursor, all in one transaction.
+
+    This is `EventPipeline.apply_user_snapshot` for a whole page: the same `apply_user` rules
+    and the same handler runner, but one commit per hundred users instead of one each, which is
+    what lets a backfill keep up with WorkOS's rate limit.
+    """
     effects: Counter[Effect] = Counter()
 
     def apply() -> None:
-        with Session(engine, expire_on_commit=False) as session:
+        with SyncSession(engine, expire_on_commit=False) as session:
             for user in users:
                 effect = apply_user(session, user)
                 effects[effect] += 1
                 handler_type = _SNAPSHOT_HANDLERS.get(effect)
-                if not run_handlers or handler_type is None:
-                    continue
-                for handler in handlers.for_type(handler_type):
+                if run_handlers and handler_type is not None:
                     event = _snapshot_event(user, handler_type)
-                    try:
-                        call_in_worker(handler, session, event)
-                    except Exception as exc:
-                        raise HandlerError(event.id, handler_type, exc) from exc
+                    pipeline._run_handlers(session, event, effect)
             _write_state(session, USERS_CURSOR, cursor)
             session.commit()
 
@@ -609,7 +609,7 @@ async def backfill_users(
     ``updated_at`` wins; a tombstoned id stays deleted), together with the cursor, so a crash
     resumes at the first page not committed. With ``run_handlers`` (the default) an inserted
     row runs the ``user.created`` handlers and a refreshed one ``user.updated``, inside the page's
-    transaction, with a synthetic event whose id starts with ``snapshot_``. A handler that raises
+    transaction, with a synthetic event whose id starts with ``backfill_``. A handler that raises
     rolls its page back and stops the run (`HandlerError`); fix it and run again to resume there.
     A finished run clears the cursor, so the next run is a full refresh; ``restart`` ignores a
     cursor left by an interrupted run.
@@ -633,8 +633,8 @@ async def backfill_users(
                 effects = await anyio.to_thread.run_sync(
                     partial(
                         _apply_page,
+                        authkit.pipeline,
                         engine,
-                        authkit.handlers,
                         page.data,
                         run_handlers=run_handlers,
                         cursor=cursor,

@@ -548,3 +548,20 @@ async def test_prune_bounds(engine: Engine, fake: FakeWorkOS, sleeps: Sleeps) ->
     assert status.ledger == {"processed": 0, "failed": 1}
     assert status.tombstones == 1
     await kit.shutdown()
+
+
+async def test_backfill_handlers_share_the_page_transaction(
+    kit: AuthKit, fake: FakeWorkOS, engine: Engine
+) -> None:
+    user = fake.create_user()
+    seen: list[str] = []
+
+    @kit.on("user.created")
+    def committing(session: Session, event: Event[Any]) -> None:
+        seen.append(event.id)
+        session.commit()  # refused: the page commits once, with the cursor
+
+    with pytest.raises(HandlerError):
+        await kit.backfill_users()
+    assert db_users(engine) == {}
+    assert seen[0].startswith(f"backfill_{user['id']}_")
