@@ -6,6 +6,7 @@ import importlib
 import re
 import sys
 from collections.abc import Iterator
+from inspect import signature as inspect_signature
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -135,3 +136,11 @@ async def test_the_handlers_guide_patterns(handlers_snippet: ModuleType) -> None
         "directory group Ops",
         "profile pushed: h2@example.com",
     ]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/configuration.md"])
+def test_the_configuration_tables_list_every_authkit_option(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    rows = {match.group(1) for match in re.finditer(r"^\| `(\w+)` \|", text, re.MULTILINE)}
+    options = set(inspect_signature(AuthKit.__init__).parameters) - {"self"}
+    assert options - rows == set(), f"{page} does not document these AuthKit options"
