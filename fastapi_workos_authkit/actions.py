@@ -365,7 +365,9 @@ async def _run_async(
             _log_timeout(action, budget)
             raise _TimedOut
         verdict = _as_verdict(result)
-        await anyio.to_thread.run_sync(session.commit)
+        # A handler that never touched the session has nothing to commit: skip the thread hop.
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.commit)
         return verdict
     except (_TimedOut, anyio.get_cancelled_exc_class()):
         raise
@@ -373,10 +375,13 @@ async def _run_async(
         _log_failure(action, exc)
         raise _HandlerFailed(is_unavailable(exc)) from None
     finally:
-        # Closing an uncommitted session rolls back whatever the handler did; shielded so a
-        # client that hangs up does not leave the connection checked out.
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(session.close)
+        if session.in_transaction():
+            # Closing an uncommitted session rolls back whatever the handler did; shielded so a
+            # client that hangs up does not leave the connection checked out.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()  # no connection held: nothing to wait for
 
 
 async def _run_sync(
