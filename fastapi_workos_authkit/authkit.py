@@ -376,3 +376,4 @@ class AuthKit:
             self._workos_api = None
         if self._token_verifier is not None:
             await self._token_verifier.aclose()
+        await self.users.aclose()
