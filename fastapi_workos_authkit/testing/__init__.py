@@ -11,11 +11,14 @@ from .actions import (
     user_registration_action,
     verify_action_response,
 )
+from .fake_workos import FakeWorkOS, FakeWorkOSServer
 from .tokens import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
 from .webhooks import encode, signed_delivery
 
 __all__ = [
     "FakeJWKS",
+    "FakeWorkOS",
+    "FakeWorkOSServer",
     "RSAKeyPair",
     "TokenFactory",
     "authentication_action",
