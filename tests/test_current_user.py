@@ -663,3 +663,88 @@ async def test_tokens_never_reach_the_logs(
         for part in token.split("."):
             assert part not in caplog.text
     assert "garbage.token.value" not in caplog.text
+
+
+# --- how the row is read ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "async", "inline", "thread"])
+async def test_every_read_mode_gives_the_same_row(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, backend: str, mode: str
+) -> None:
+    if mode == "async" and backend != "postgresql":
+        pytest.skip("the async reader is for PostgreSQL")
+    seed_user(authkit, "user_01M", metadata={"k": "v"}, email="m@example.com")
+    authkit.users.mode = mode  # type: ignore[assignment]
+    for _ in range(7):  # past psycopg's prepare threshold too
+        response = await client.get("/me", headers=bearer(tokens.mint("user_01M")))
+        assert response.json() == {"id": "user_01M", "email": "m@example.com"}
+    user = await authkit.users.load("user_01M")
+    with Session(authkit.engine) as session:
+        loaded = session.get(WorkOSUser, "user_01M")
+        assert loaded is not None
+        assert user.model_dump() == loaded.model_dump()
+    assert user.user_metadata == {"k": "v"}
+    assert user.created_at.tzinfo is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+async def test_reads_leave_the_apps_pool_transactional(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, engine: Engine, mode: str
+) -> None:
+    seed_user(authkit, "user_01P")
+    authkit.users.mode = mode  # type: ignore[assignment]
+    for _ in range(3):
+        assert (await client.get("/me", headers=bearer(tokens.mint("user_01P")))).is_success
+    # A write the app rolls back must stay rolled back: no pooled connection is in autocommit.
+    with Session(engine) as session:
+        row = session.get(WorkOSUser, "user_01P")
+        assert row is not None
+        row.first_name = "Rolled back"
+        session.add(row)
+        session.flush()
+        session.rollback()
+    with Session(engine) as session:
+        again = session.get(WorkOSUser, "user_01P")
+        assert again is not None
+        assert again.first_name == "Marcelina"
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("mode", ["async", "inline"])
+async def test_a_restarted_server_costs_one_retry_not_an_error(
+    client: httpx.AsyncClient,
+    authkit: AuthKit,
+    tokens: TokenFactory,
+    engine: Engine,
+    database_url: str,
+    mode: str,
+) -> None:
+    from sqlalchemy import text
+
+    seed_user(authkit, "user_01R")
+    authkit.users.mode = mode  # type: ignore[assignment]
+    token = tokens.mint("user_01R")
+    assert (await client.get("/me", headers=bearer(token))).is_success
+    # Kill the reader's connections, as a server restart would (only ours: the server is shared).
+    pids = _reader_backend_pids(authkit)
+    assert pids
+    with engine.connect() as connection:
+        for pid in pids:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    assert (await client.get("/me", headers=bearer(token))).json()["id"] == "user_01R"
+
+
+def _reader_backend_pids(authkit: AuthKit) -> list[int]:
+    users = authkit.users
+    if users._async_reader is not None:
+        return [c.info.backend_pid for c in users._async_reader._idle]
+    assert users._plan is not None
+    connection = users._plan[1].pool.connect()
+    try:
+        return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
+    finally:
+        connection.close()
