@@ -236,7 +236,11 @@ def _guard_db(work: Callable[[], T]) -> T:
         return work()
     except SQLAlchemyError as exc:
         if is_unavailable(exc):
-            raise DatabaseUnavailableError(f"The database is unavailable: {exc}") from exc
+            # Only the driver's first line: the full text holds the SQL and its parameters.
+            reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+            raise DatabaseUnavailableError(
+                f"The database is unavailable: {reason[0] if reason else type(exc).__name__}"
+            ) from exc
         raise
 
 

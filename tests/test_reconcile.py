@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import (
@@ -565,3 +565,35 @@ async def test_backfill_handlers_share_the_page_transaction(
         await kit.backfill_users()
     assert db_users(engine) == {}
     assert seen[0].startswith(f"backfill_{user['id']}_")
+
+
+@pytest.mark.postgres_only
+async def test_database_lost_mid_backfill_stops_cleanly_and_resumes(
+    kit: AuthKit, fake: FakeWorkOS, engine: Engine, database_url: str
+) -> None:
+    from fastapi_workos_authkit import DatabaseUnavailableError
+    from fastapi_workos_authkit.database import make_engine
+
+    ids = [fake.create_user()["id"] for _ in range(150)]
+    admin = make_engine(database_url)
+    armed = {"yes": True}
+
+    @kit.on("user.created")
+    def cut_the_line(session: Session, event: Event[Any]) -> None:
+        if armed["yes"] and event.data.id == ids[120]:
+            armed["yes"] = False
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with admin.begin() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    try:
+        with pytest.raises(DatabaseUnavailableError) as caught:
+            await kit.backfill_users()
+    finally:
+        admin.dispose()
+    assert "INSERT" not in str(caught.value)  # no SQL, no parameters (emails) in the message
+    assert "@example.com" not in str(caught.value)
+    assert state(engine, USERS_CURSOR) == ids[99]
+    result = await kit.backfill_users()
+    assert (result.resumed_from, result.inserted) == (ids[99], 50)
+    assert db_users(engine) == fake_users(fake)
