@@ -43,6 +43,9 @@ ALGORITHM = "RS256"
 MAX_LEEWAY = 300.0
 """The largest accepted clock leeway, in seconds; more would make ``exp`` meaningless."""
 
+COLD_RETRY_SECONDS = 5.0
+"""While no key was ever fetched, refetches are at most this far apart (or the cooldown)."""
+
 _MAX_TOKEN_LENGTH = 16 * 1024  # WorkOS tokens are ~1 KiB; refuse to parse megabytes of junk
 
 
@@ -211,11 +214,11 @@ class JWKSKeySource:
             if self._attempted_at != attempted_before:
                 return False  # another caller fetched while we waited: use its result
             now = self._clock()
-            if (
-                not force
-                and self._attempted_at is not None
-                and now - self._attempted_at < self._options.jwks_refetch_cooldown
-            ):
+            cooldown = self._options.jwks_refetch_cooldown
+            if not self._keys:
+                # Nothing cached yet: every request is failing, so retry sooner (still throttled).
+                cooldown = min(cooldown, COLD_RETRY_SECONDS)
+            if not force and self._attempted_at is not None and now - self._attempted_at < cooldown:
                 return False
             self._attempted_at = now
             try:

@@ -343,10 +343,16 @@ async def test_cold_outage_is_keys_unavailable(
     await verifier.preload()  # logs a warning, does not raise
     with pytest.raises(KeysUnavailableError):
         await verifier.verify(tokens.mint())
-    # WorkOS is back: after the cooldown the next token fetches the keys.
+    # Still cold: retried sooner than the cooldown, but still throttled.
+    clock.advance(1)
+    with pytest.raises(KeysUnavailableError):
+        await verifier.verify(tokens.mint())
+    assert jwks.requests == 1
+    # WorkOS is back: a few seconds later the next token fetches the keys.
     jwks.down = False
-    clock.advance(31)
+    clock.advance(5)
     assert (await verifier.verify(tokens.mint())).sub
+    assert jwks.requests == 2
 
 
 async def test_warm_outage_keeps_serving_cached_keys(
