@@ -1,8 +1,10 @@
 """Latency of the Actions endpoint beside a bare FastAPI route, measured in the same run.
 
 The app is served by uvicorn on loopback in a child process; this process drives it with an
-async httpx load generator at a fixed concurrency, so client and server do not share a CPU-bound
-event loop. Three targets are measured, in alternating rounds:
+async load generator at a fixed concurrency, one keep-alive connection per worker, so client and
+server do not share an event loop. The default generator speaks HTTP/1.1 on raw asyncio streams;
+``--client httpx`` uses httpx instead, whose own cost per request (about a millisecond) dominates
+the figures on a small machine. Three targets are measured, in alternating rounds:
 
 - ``bare``: a FastAPI route that reads the body and answers a small JSON object;
 - ``action-async``: ``POST /async/action`` with a trivial ``async def`` handler;
@@ -30,7 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +121,67 @@ def request_factory(target: str) -> Callable[[], tuple[str, bytes, dict[str, str
     return build
 
 
+Sender = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+
+
+@asynccontextmanager
+async def httpx_sender(base_url: str) -> AsyncIterator[Sender]:
+    """One httpx client with one keep-alive connection, for one worker."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+
+        async def send(path: str, body: bytes, headers: dict[str, str]) -> int:
+            response = await client.post(path, content=body, headers=headers)
+            return response.status_code
+
+        yield send
+
+
+@asynccontextmanager
+async def raw_sender(base_url: str) -> AsyncIterator[Sender]:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, for one worker.
+
+    It costs the load generator a few microseconds per request where httpx costs about a
+    millisecond, so on a small machine the figures describe the server, not the client.
+    """
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def send(path: str, body: bytes, headers: dict[str, str]) -> int:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+            f"{lines}\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        length = next(
+            int(line.partition(":")[2])
+            for line in header_lines
+            if line.lower().startswith("content-length:")
+        )
+        await reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    try:
+        yield send
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+SENDERS = {"raw": raw_sender, "httpx": httpx_sender}
+
+
 async def measure(
-    base_url: str, target: str, requests: int, concurrency: int, max_seconds: float
+    base_url: str,
+    target: str,
+    requests: int,
+    concurrency: int,
+    max_seconds: float,
+    client: str = "raw",
 ) -> dict[str, Any]:
     """Send up to ``requests`` requests at ``concurrency``; stop early after ``max_seconds``."""
     build = request_factory(target)
@@ -127,23 +189,24 @@ async def measure(
     failures = 0
     remaining = requests
     deadline = time.perf_counter() + max_seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
 
-        async def worker() -> None:
-            nonlocal remaining, failures
+    # One connection per worker, never a shared pool: a pool shared by 50 tasks spends more
+    # time on its own bookkeeping than the server spends answering.
+    async def worker() -> None:
+        nonlocal remaining, failures
+        async with SENDERS[client](base_url) as send:
             while remaining > 0 and time.perf_counter() < deadline:
                 remaining -= 1
                 path, body, headers = build()
                 started = time.perf_counter()
-                response = await client.post(path, content=body, headers=headers)
+                status = await send(path, body, headers)
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
+                if status != 200:
                     failures += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return {"latencies": latencies, "failures": failures, "elapsed": elapsed}
 
 
@@ -179,11 +242,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             target: {"latencies": [], "failures": 0, "elapsed": 0.0} for target in TARGETS
         }
         for target in TARGETS:  # warm up connections, imports and caches; not recorded
-            asyncio.run(measure(base_url, target, args.warmup, args.concurrency, args.max_seconds))
+            asyncio.run(
+                measure(
+                    base_url, target, args.warmup, args.concurrency, args.max_seconds, args.client
+                )
+            )
         for _ in range(args.rounds):
             for target in TARGETS:
                 result = asyncio.run(
-                    measure(base_url, target, args.requests, args.concurrency, args.max_seconds)
+                    measure(
+                        base_url,
+                        target,
+                        args.requests,
+                        args.concurrency,
+                        args.max_seconds,
+                        args.client,
+                    )
                 )
                 collected[target]["latencies"] += result["latencies"]
                 collected[target]["failures"] += result["failures"]
@@ -210,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "actions endpoint vs bare FastAPI route",
         "concurrency": args.concurrency,
+        "client": args.client,
         "rounds": args.rounds,
         "requests_per_round": args.requests,
         "max_seconds_per_round": args.max_seconds,
@@ -222,7 +297,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> None:
     print(
-        f"{results['concurrency']} concurrent requests, {results['rounds']} round(s), "
+        f"{results['concurrency']} concurrent requests ({results['client']} client), "
+        f"{results['rounds']} round(s), "
         f"python {results['python']}, {results['cpus']} CPUs"
     )
     print(f"{'target':<14}{'requests':>9}{'fail':>6}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}  ratio")
@@ -246,6 +322,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="unrecorded requests per target")
     parser.add_argument(
         "--max-seconds", type=float, default=4.0, help="time cap per target per round"
+    )
+    parser.add_argument(
+        "--client",
+        choices=sorted(SENDERS),
+        default="raw",
+        help="load generator: raw asyncio HTTP/1.1 (default, light) or httpx (heavier)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

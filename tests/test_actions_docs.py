@@ -123,5 +123,10 @@ async def test_authentication_asks_the_risk_api(
 def test_the_example_mounts_only_the_action_route(example: ModuleType) -> None:
     paths = example.app.openapi()["paths"]
     assert set(paths) == {"/workos/action"}
-    documented = paths["/workos/action"]["post"]["responses"]
-    assert {"200", "400", "401", "413", "500", "503", "504"} <= set(documented)
+    operation = paths["/workos/action"]["post"]
+    assert {"200", "400", "401", "413", "500", "503", "504"} <= set(operation["responses"])
+    assert [(p["name"], p["in"], p["required"]) for p in operation["parameters"]] == [
+        ("WorkOS-Signature", "header", True)
+    ]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/SignedActionResponse"}
