@@ -401,7 +401,8 @@ async def _run_sync(
                     if run.abandoned:
                         return  # leaving the block rolls back
                     run.committing = True
-                session.commit()
+                if session.in_transaction():
+                    session.commit()
                 run.verdict = verdict
         except BaseException as exc:
             run.error = exc
