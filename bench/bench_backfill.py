@@ -1,6 +1,6 @@
 """Backfill throughput and memory: users from a local fake WorkOS into SQLite and PostgreSQL.
 
-A fake WorkOS (``fastapi_workos_authkit.testing.fake_workos``) seeded with N users is served by
+A fake WorkOS (``python -m fastapi_workos_authkit.testing``) seeded with N users is served by
 uvicorn in a child process on loopback, pages of 100 as WorkOS serves them. Each measurement runs
 in its own child process, so its peak RSS is its own:
 
@@ -66,7 +66,7 @@ class FakeServer:
             [
                 sys.executable,
                 "-m",
-                "fastapi_workos_authkit.testing.fake_workos",
+                "fastapi_workos_authkit.testing",
                 "--port",
                 str(self.port),
                 "--users",

@@ -284,3 +284,47 @@ def test_main_in_process_reports_a_missing_api_key(
     assert code == ExitCode.CONFIGURATION
     assert "no --app given" in err.getvalue()
     assert "WORKOS_API_KEY is not set" in err.getvalue()
+
+
+def test_the_fake_workos_serves_from_its_own_process() -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(  # noqa: S603 - our own module
+        [
+            sys.executable,
+            "-m",
+            "fastapi_workos_authkit.testing",
+            "--port",
+            str(port),
+            "--users",
+            "3",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/user_management/users",
+                    params={"limit": 2, "order": "asc"},
+                    headers={"Authorization": "Bearer sk_test_key"},
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("the fake WorkOS did not start")
+        body = response.json()
+        assert [u["first_name"] for u in body["data"]] == ["User0", "User1"]
+        assert body["list_metadata"]["after"] == body["data"][-1]["id"]
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert "RuntimeWarning" not in errors

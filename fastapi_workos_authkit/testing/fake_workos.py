@@ -2,7 +2,7 @@
 
 `FakeWorkOS` is a plain ASGI app. Reach it in-process with ``fake.transport()`` (pass it to
 ``AuthKit(http_transport=...)``), or serve it on a loopback port with `FakeWorkOSServer` (uvicorn
-in a thread) or ``python -m fastapi_workos_authkit.testing.fake_workos`` (uvicorn in its own
+in a thread) or ``python -m fastapi_workos_authkit.testing`` (uvicorn in its own
 process, for command-line tests and benchmarks).
 
 It implements what the package calls (SPEC §5):
