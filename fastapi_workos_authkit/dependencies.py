@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
+JIT_TIMEOUT_SECONDS = 10.0
+"""How long a request waits for WorkOS when fetching an unsynced user just in time."""
+
 _SCOPE_KEY = "fastapi_workos_authkit.claims"
 _WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for "not allowed"
 _WS_TRY_AGAIN_LATER = 1013
@@ -379,7 +382,9 @@ class UserStore:
             raise UserNotFoundError("The user is not synced yet")
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
-        snapshot = await self._authkit.workos_api.get_user(user_id)
+        # The REST client retries with backoff for a long while; a request cannot wait that long.
+        with anyio.fail_after(JIT_TIMEOUT_SECONDS):
+            snapshot = await self._authkit.workos_api.get_user(user_id)
         if snapshot is None or snapshot.id != user_id:
             raise UserNotFoundError("The user does not exist")
         pipeline = self._authkit.pipeline
@@ -445,8 +450,8 @@ async def _load_user(
     except DatabaseUnavailableError:
         logger.error("current_user: the database is unavailable")
         raise _unavailable(connection, "The database is unavailable; retry later") from None
-    except WorkOSAPIError as exc:
-        logger.error("current_user: could not fetch user %s from WorkOS: %s", claims.sub, exc)
+    except (WorkOSAPIError, TimeoutError) as exc:
+        logger.error("current_user: could not fetch user %s from WorkOS: %r", claims.sub, exc)
         raise _unavailable(connection, "WorkOS could not be reached; retry later") from None
     except HandlerError as exc:
         logger.error("current_user: %s", exc)

@@ -748,3 +748,23 @@ def _reader_backend_pids(authkit: AuthKit) -> list[int]:
         return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
     finally:
         connection.close()
+
+
+@pytest.mark.anyio
+async def test_workos_unreachable_during_a_jit_fetch_is_503(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory
+) -> None:
+    from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    authkit.workos_api = WorkOSClient(
+        base_url=BASE,
+        api_key="sk_test_key",
+        transport=httpx.MockTransport(down),
+        retry=RetryPolicy(attempts=1),
+    )
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01NEW")))
+    assert response.status_code == 503
+    assert response.json()["detail"] == "WorkOS could not be reached; retry later"
