@@ -597,3 +597,36 @@ async def test_database_lost_mid_backfill_stops_cleanly_and_resumes(
     result = await kit.backfill_users()
     assert (result.resumed_from, result.inserted) == (ids[99], 50)
     assert db_users(engine) == fake_users(fake)
+
+
+async def test_first_run_starts_at_the_configured_range_start(
+    engine: Engine, fake: FakeWorkOS, sleeps: Sleeps
+) -> None:
+    create_tables(engine)
+    start = datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+    kit = make_kit(engine, fake, sleeps, events_range_start=start)
+    await kit.sync_events()
+    await kit.shutdown()
+    assert fake.requests[-1].params("range_start") == ["2026-11-01T08:30:00Z"]
+
+
+async def test_fake_users_endpoints(fake: FakeWorkOS) -> None:
+    first = fake.create_user(email="first@example.com")
+    second = fake.create_user()
+    fake.delete_user(second["id"])
+    third = fake.create_user()
+    async with WorkOSClient(
+        base_url=BASE_URL, api_key="sk_test_key", transport=fake.transport()
+    ) as client:
+        found = await client.get_user(first["id"])
+        assert found is not None
+        assert found.email == "first@example.com"
+        assert await client.get_user(second["id"]) is None  # deleted: 404
+        page = await client.list_users(limit=1)
+        assert ([u.id for u in page.data], page.after) == ([first["id"]], first["id"])
+        rest = await client.list_users(after=page.after)
+        assert ([u.id for u in rest.data], rest.after) == ([third["id"]], None)
+        newest_first = await client.list_users(order="desc")
+        assert [u.id for u in newest_first.data] == [third["id"], first["id"]]
+        with pytest.raises(WorkOSAPIError, match="422"):
+            await client.list_users(limit=101)
