@@ -108,7 +108,7 @@ def seed(url: str) -> None:
 class Server:
     """``uvicorn bench.current_user_app:app`` on a free loopback port, in its own process group."""
 
-    def __init__(self, database_url: str, jwks: dict[str, Any]) -> None:
+    def __init__(self, database_url: str, jwks: dict[str, Any], mode: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -116,6 +116,7 @@ class Server:
             "BENCH_DATABASE_URL": database_url,
             "BENCH_JWKS": json.dumps(jwks),
             "BENCH_CLIENT_ID": CLIENT_ID,
+            "BENCH_USER_LOOKUP": mode,
             "PYTHONPATH": str(ROOT),
         }
         command = [
@@ -236,7 +237,7 @@ def bench_backend(
         key = RSAKeyPair.generate(kid="sso_oidc_key_pair_bench")
         tokens = TokenFactory(CLIENT_ID, key=key, lifetime=24 * 3600)
         token = tokens.mint(USER_ID)
-        server = Server(database.url, tokens.jwks())
+        server = Server(database.url, tokens.jwks(), args.mode)
         try:
             headers = {"Authorization": f"Bearer {token}"}
             for endpoint in ENDPOINTS:
@@ -283,6 +284,12 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated")
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--load", choices=["wrk", "httpx"], default=None)
+    parser.add_argument(
+        "--mode",
+        choices=["auto", "async", "inline", "thread"],
+        default="auto",
+        help="how current_user reads the row (UserStore.mode); auto is the library default",
+    )
     parser.add_argument("--output", default=str(ROOT / "bench/results/current_user.json"))
     parser.add_argument("--_load", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,7 +325,7 @@ def main() -> None:
         results[backend] = bench_backend(backend, args, postgres_url)
 
     print(
-        f"\ncurrent_user benchmark ({args.load}, {args.connections} connections, "
+        f"\ncurrent_user benchmark ({args.load}, {args.connections} connections, mode {args.mode}, "
         f"{args.duration:g} s x {args.rounds})"
     )
     print(
@@ -347,6 +354,7 @@ def main() -> None:
         "connections": args.connections,
         "duration_s": args.duration,
         "rounds": args.rounds,
+        "user_read_mode": args.mode,
         "goals": {"ratio_to_floor": GOALS["floor"], "ratio_to_handwritten": GOALS["handwritten"]},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "results": results,

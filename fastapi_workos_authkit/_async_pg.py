@@ -37,10 +37,8 @@ class AsyncPostgresReader:
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots: asyncio.Semaphore | None = None
 
-    async def fetch_one(
-        self, sql: str, params: dict[str, Any]
-    ) -> tuple[tuple[Any, ...] | None, list[str]]:
-        """Run ``sql`` and return its first row (or ``None``) and the column names.
+    async def fetch_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Run ``sql`` and return its first row, or ``None``.
 
         A pooled connection found broken (a server restart) is dropped and the query retried
         once on a fresh one. Raises `DatabaseUnavailableError` when PostgreSQL cannot be reached.
@@ -54,7 +52,6 @@ class AsyncPostgresReader:
                 try:
                     cursor = await connection.execute(sql, params)
                     row = await cursor.fetchone()
-                    names = [column.name for column in cursor.description or ()]
                 except psycopg.OperationalError as exc:
                     await _close_quietly(connection)
                     if reused and attempt == 1:
@@ -66,7 +63,7 @@ class AsyncPostgresReader:
                     await asyncio.shield(_close_quietly(connection))
                     raise
                 self._idle.append(connection)
-                return row, names
+                return row
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:

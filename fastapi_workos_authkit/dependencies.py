@@ -181,8 +181,8 @@ class _ReadPlan:
     positional: bool
     autocommit: bool
     pool: Pool
-    # column name -> (attribute name, SQLAlchemy's own result processor for that column)
-    columns: dict[str, tuple[str, Callable[[Any], Any] | None]]
+    # in select order: (attribute name, SQLAlchemy's own result processor for that column)
+    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
 
 class UserStore:
@@ -247,13 +247,13 @@ class UserStore:
             positional=bool(compiled.positional),
             autocommit=postgresql,
             pool=pool,
-            columns={
-                column.name: (
+            columns=tuple(
+                (
                     attributes[column.key],
                     column.type.dialect_impl(dialect).result_processor(dialect, None),
                 )
                 for column in table.columns
-            },
+            ),
         )
         self._plan = (engine, plan)
         return plan
@@ -282,7 +282,6 @@ class UserStore:
                 cursor = connection.cursor()
                 cursor.execute(plan.sql, params)
                 row = cursor.fetchone()
-                names = [description[0] for description in cursor.description]
             except dbapi.Error as exc:
                 disconnected = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
                 if disconnected:
@@ -298,7 +297,7 @@ class UserStore:
                         cursor.close()
                 connection.close()
             break
-        return self._build(plan, row, names)
+        return self._build(plan, row)
 
     async def read_async(self, user_id: str) -> WorkOSUser | None:
         """`read`, awaited on the async psycopg pool (PostgreSQL only)."""
@@ -308,17 +307,16 @@ class UserStore:
             from ._async_pg import AsyncPostgresReader
 
             self._async_reader = AsyncPostgresReader(engine)
-        row, names = await self._async_reader.fetch_one(plan.sql, {"user_id": user_id})
-        return self._build(plan, row, names)
+        row = await self._async_reader.fetch_one(plan.sql, {"user_id": user_id})
+        return self._build(plan, row)
 
-    def _build(
-        self, plan: _ReadPlan, row: Sequence[Any] | None, names: list[str]
-    ) -> WorkOSUser | None:
+    def _build(self, plan: _ReadPlan, row: Sequence[Any] | None) -> WorkOSUser | None:
         if row is None:
             return None
         values = {}
-        for name, value in zip(names, row, strict=True):
-            attribute, process = plan.columns[name]
+        # select(table) lists the columns in table order, which is the plan's order; reading
+        # the names from cursor.description instead costs more than the rest of this loop.
+        for (attribute, process), value in zip(plan.columns, row, strict=True):
             values[attribute] = process(value) if process and value is not None else value
         # What the ORM does for a loaded row: a new instance without __init__ (no validation of
         # values the database already holds), its state filled in, then marked persistent-
