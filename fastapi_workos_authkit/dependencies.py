@@ -1,10 +1,10 @@
 """FastAPI dependencies: who is calling, as verified claims or as the synced `WorkOSUser` row.
 
 Every dependency is a stable object on the `AuthKit` instance (``authkit.current_user``...), so
-``app.dependency_overrides[authkit.current_user]`` works. They all read the bearer token through
-one `HTTPBearer` scheme, so ``/docs`` shows an Authorize button, and they work on WebSocket routes
-too. Errors follow RFC 6750. The token is verified once per request, however many dependencies
-ask, and never logged.
+``app.dependency_overrides[authkit.current_user]`` works. Each one *is* the same HTTP Bearer
+security scheme, so ``/docs`` shows an Authorize button, and they work on WebSocket routes too.
+Errors follow RFC 6750. The token is verified once per request, however many dependencies ask,
+and never logged.
 """
 
 from __future__ import annotations
