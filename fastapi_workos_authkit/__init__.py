@@ -27,10 +27,10 @@ from .events import (
     User,
     parse_event,
 )
-from .pipeline import Effect
 from .providers import AuthProvider, auth_config_providers, custom_domain_providers
 from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError
+from .user_table import Effect
 
 __all__ = [
     "AccessTokenClaims",

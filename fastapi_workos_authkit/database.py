@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -53,19 +55,41 @@ def create_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=list(TABLES))
 
 
-def lock_subject(session: Session, subject_id: str) -> None:
-    """Serialise work on one subject (a user id) across instances, until the transaction ends.
+_ADVISORY_NAMESPACE = 0x574B4F53  # "WKOS": apps keep every other namespace for their own locks
 
-    PostgreSQL takes a transaction-scoped advisory lock. SQLite needs nothing: the ledger insert
-    that opens every pipeline transaction already holds the database-wide write lock.
+
+def lock_subjects(session: Session, subject_ids: Iterable[str]) -> None:
+    """Serialise work on some subjects (user ids) across instances, until the transaction ends.
+
+    PostgreSQL takes transaction-scoped advisory locks, in one round trip and in sorted key order
+    so two lockers of overlapping sets cannot deadlock. SQLite needs nothing: the first write of
+    every sync transaction already holds the database-wide write lock.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        key = zlib.crc32(subject_id.encode("utf-8"))
-        # Advisory keys are signed 64-bit; namespace ours in the high half so apps can use theirs.
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-            {"namespace": 0x574B4F53, "key": key - 2**31},
-        )
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    # Advisory keys are two signed 32-bit ints: our namespace, then a hash of the id.
+    keys = sorted({zlib.crc32(subject.encode("utf-8")) - 2**31 for subject in subject_ids})
+    if len(keys) == 1:
+        session.execute(_LOCK_ONE, {"namespace": _ADVISORY_NAMESPACE, "key": keys[0]})
+    else:
+        session.execute(_LOCK_MANY, {"namespace": _ADVISORY_NAMESPACE, "keys": keys})
+
+
+_LOCK_ONE = text("SELECT pg_advisory_xact_lock(:namespace, :key)")
+_LOCK_MANY = text(
+    "SELECT pg_advisory_xact_lock(:namespace, k) "
+    "FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+)
+
+
+def dialect_insert(session: Session, table: Table) -> Any:
+    """An INSERT for ``table`` that supports ``on_conflict_do_*`` on the session's database."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"Unsupported database {dialect!r}: use SQLite or PostgreSQL")
 
 
 def is_unavailable(exc: BaseException) -> bool:

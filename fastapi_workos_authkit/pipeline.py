@@ -1,7 +1,9 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
 Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`; user
-snapshots from backfill and just-in-time fetches go through `apply_user`. The rules live here once:
+snapshots from just-in-time fetches go through `EventPipeline.apply_user_snapshot`, and backfill
+pages through `user_table.apply_users` with `run_handlers`. The rules live here and in
+`user_table` once:
 
 * exactly one effect per event id (the ledger row is the claim);
 * per user, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
@@ -16,40 +18,23 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, Table, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .database import is_unavailable, lock_subject
+from .database import dialect_insert, is_unavailable
 from .errors import DatabaseUnavailableError, HandlerError
 from .events import DeletedUser, Event, User
 from .handlers import HandlerRegistry, call_in_worker
-from .tables import EventStatus, WorkOSEventRecord, WorkOSUser, WorkOSUserTombstone, utcnow
+from .tables import EventStatus, WorkOSEventRecord, utcnow
+from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
 _MAX_ERROR_LENGTH = 2000
-
-
-class Effect(StrEnum):
-    """What an event did to the user table."""
-
-    INSERTED = "inserted"
-    UPDATED = "updated"
-    DELETED = "deleted"
-    UNCHANGED = "unchanged"
-
-
-_HANDLERS_FOR_EFFECT = {
-    Effect.INSERTED: "user.created",
-    Effect.UPDATED: "user.updated",
-    Effect.DELETED: "user.deleted",
-}
 
 
 class _Claim(StrEnum):
@@ -93,78 +78,6 @@ class SyncSession(Session):
         super().commit()
 
 
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"Unsupported database {dialect!r}: use SQLite or PostgreSQL")
-
-
-def _user_values(user: User) -> dict[str, Any]:
-    # Keyed by column name (the metadata column is "metadata"); written with Core statements,
-    # which cost a fraction of ORM loads and flushes on this hot path.
-    return {
-        "email": user.email,
-        "email_verified": user.email_verified,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "name": user.name,
-        "profile_picture_url": user.profile_picture_url,
-        "external_id": user.external_id,
-        "metadata": dict(user.metadata),
-        "last_sign_in_at": user.last_sign_in_at,
-        "locale": user.locale,
-        "created_at": user.created_at,
-        "updated_at": user.updated_at,
-    }
-
-
-def _users() -> Table:
-    return WorkOSUser.__table__  # type: ignore[attr-defined, no-any-return]
-
-
-def _tombstones() -> Table:
-    return WorkOSUserTombstone.__table__  # type: ignore[attr-defined, no-any-return]
-
-
-def apply_user(session: Session, user: User) -> Effect:
-    """Upsert a user snapshot under the newest-``updated_at``-wins and tombstone rules.
-
-    Call it inside an open transaction; it locks the user id until that transaction ends.
-    """
-    lock_subject(session, user.id)
-    users, tombstones = _users(), _tombstones()
-    if session.execute(select(tombstones.c.user_id).where(tombstones.c.user_id == user.id)).first():
-        return Effect.UNCHANGED
-    stored_at = session.execute(
-        select(users.c.updated_at).where(users.c.id == user.id)
-    ).scalar_one_or_none()
-    if stored_at is None:
-        session.execute(insert(users).values(id=user.id, **_user_values(user)))
-        return Effect.INSERTED
-    if user.updated_at <= stored_at:
-        return Effect.UNCHANGED
-    session.execute(update(users).where(users.c.id == user.id).values(**_user_values(user)))
-    return Effect.UPDATED
-
-
-def apply_user_deletion(
-    session: Session, user_id: str, *, deleted_at: datetime, event_id: str | None = None
-) -> Effect:
-    """Remove a user and leave a tombstone, also for a user never seen (so it cannot appear)."""
-    lock_subject(session, user_id)
-    users = _users()
-    removed = session.execute(delete(users).where(users.c.id == user_id).returning(users.c.id))
-    existed = removed.first() is not None
-    tombstone = _insert(session, _tombstones()).values(
-        user_id=user_id, deleted_at=deleted_at, event_id=event_id
-    )
-    session.execute(tombstone.on_conflict_do_nothing(index_elements=["user_id"]))
-    return Effect.DELETED if existed else Effect.UNCHANGED
-
-
 def subject_of(event: Event[Any]) -> str | None:
     """The id an event is about, for the ledger: the user for user events, else the data's id."""
     data = event.data
@@ -175,6 +88,18 @@ def subject_of(event: Event[Any]) -> str | None:
         return value if isinstance(value, str) else None
     value = getattr(data, "id", None)
     return value if isinstance(value, str) else None
+
+
+def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
+    """The event handlers receive for a user snapshot (a REST fetch has no WorkOS event).
+
+    Its id is ``{source}_{user id}_{updated_at in ms}``, so a handler can tell it apart from a
+    real event id and it is the same for the same snapshot.
+    """
+    stamp = int(user.updated_at.timestamp() * 1000)
+    return Event[User](
+        id=f"{source}_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
+    )
 
 
 class EventPipeline:
@@ -203,7 +128,7 @@ class EventPipeline:
                     logger.debug("event %s (%s) is a duplicate", event.id, event.event)
                     return Result(Outcome.DUPLICATE, Effect.UNCHANGED)
                 effect = self._apply(session, event)
-                self._run_handlers(session, event, effect)
+                self.run_handlers(session, event, effect)
                 if claim is _Claim.RETRY:
                     table = _ledger()
                     session.execute(
@@ -234,16 +159,9 @@ class EventPipeline:
         """
         with self._transaction() as session:
             effect = apply_user(session, user)
-            handler_type = _HANDLERS_FOR_EFFECT.get(effect)
+            handler_type = HANDLERS_FOR_EFFECT.get(effect)
             if handler_type is not None:
-                stamp = int(user.updated_at.timestamp() * 1000)
-                event = Event[User](
-                    id=f"{source}_{user.id}_{stamp}",
-                    event=handler_type,
-                    data=user,
-                    created_at=user.updated_at,
-                )
-                self._run_handlers(session, event, effect)
+                self.run_handlers(session, snapshot_event(user, handler_type, source), effect)
             session.commit()
         return effect
 
@@ -269,7 +187,7 @@ class EventPipeline:
         table = _ledger()
         now = utcnow()
         inserted = session.execute(
-            _insert(session, table)
+            dialect_insert(session, table)
             .values(
                 id=event.id,
                 event_type=event.event,
@@ -303,10 +221,16 @@ class EventPipeline:
             return apply_user(session, data)
         return Effect.UNCHANGED
 
-    def _run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
+    def run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
+        """Run the app's handlers for ``event`` inside ``session``'s transaction.
+
+        User events run the handlers of their effective change (`HANDLERS_FOR_EFFECT`), and
+        none when nothing changed; any other event runs its own type's handlers. A handler that
+        raises becomes `HandlerError`; the caller rolls back.
+        """
         if event.event.startswith("user."):
-            handler_type = _HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is None and event.event in _HANDLERS_FOR_EFFECT.values():
+            handler_type = HANDLERS_FOR_EFFECT.get(effect)
+            if handler_type is None and event.event in HANDLERS_FOR_EFFECT.values():
                 return  # a duplicate, stale or resurrecting user event changes nothing
             handler_type = handler_type or event.event
         else:
@@ -335,7 +259,7 @@ class EventPipeline:
         table = _ledger()
         try:
             with Session(self._engine()) as session:
-                statement = _insert(session, table).values(
+                statement = dialect_insert(session, table).values(
                     id=event.id,
                     event_type=event.event,
                     subject_id=subject_of(event),

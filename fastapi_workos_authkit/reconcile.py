@@ -20,12 +20,10 @@ expires after ``lease_ttl`` seconds.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -36,21 +34,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import BindParameter, Engine, bindparam, delete, func, insert, text, update
+from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from .database import is_unavailable
+from .database import dialect_insert, is_unavailable
 from .errors import AuthKitError, DatabaseUnavailableError, HandlerError, InvalidEventError
-from .events import SYNCED_EVENT_TYPES, Event, User, parse_event
-from .pipeline import (
-    Effect,
-    EventPipeline,
-    Outcome,
-    SyncSession,
-    _insert,
-    _user_values,
-)
+from .events import SYNCED_EVENT_TYPES, User, parse_event
+from .pipeline import EventPipeline, Outcome, SyncSession, snapshot_event
 from .tables import (
     EventStatus,
     WorkOSEventRecord,
@@ -59,6 +50,7 @@ from .tables import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
+from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_users
 
 if TYPE_CHECKING:
     from .authkit import AuthKit
@@ -246,7 +238,7 @@ def _guard_db(work: Callable[[], T]) -> T:
 
 def _write_state(session: Session, key: str, value: str | None) -> None:
     table = WorkOSSyncState.__table__  # type: ignore[attr-defined]
-    statement = _insert(session, table).values(key=key, value=value, updated_at=_utcnow())
+    statement = dialect_insert(session, table).values(key=key, value=value, updated_at=_utcnow())
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["key"],
@@ -325,7 +317,7 @@ class Lease:
             now = self._now()
             table = WorkOSLease.__table__  # type: ignore[attr-defined]
             with Session(self.engine) as session:
-                statement = _insert(session, table).values(
+                statement = dialect_insert(session, table).values(
                     name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self.ttl
                 )
                 session.execute(
@@ -441,7 +433,7 @@ def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
 
     def record() -> None:
         with Session(engine) as session:
-            statement = _insert(session, table).values(
+            statement = dialect_insert(session, table).values(
                 id=str(raw.get("id")),
                 event_type=str(raw.get("event") or "unknown")[:128],
                 subject_id=None,
@@ -564,151 +556,6 @@ def _sync_one(authkit: AuthKit, raw: dict[str, Any]) -> tuple[Outcome, Effect] |
 # -- backfill_users ------------------------------------------------------------------------
 
 
-_SNAPSHOT_HANDLERS = {Effect.INSERTED: "user.created", Effect.UPDATED: "user.updated"}
-
-
-def _snapshot_event(user: User, event_type: str) -> Event[User]:
-    # Handlers take an event; a snapshot has none. The synthetic id has the same shape as
-    # `EventPipeline.apply_user_snapshot`'s: "{source}_{user id}_{updated_at in ms}".
-    stamp = int(user.updated_at.timestamp() * 1000)
-    return Event[User](
-        id=f"backfill_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
-    )
-
-
-_ADVISORY_NAMESPACE = 0x574B4F53  # the namespace `database.lock_subject` uses
-
-
-def _lock_subjects(session: Session, user_ids: list[str]) -> None:
-    """`database.lock_subject` for many ids in one round trip, in a fixed (sorted) order so two
-    lockers of overlapping pages cannot deadlock."""
-    if session.get_bind().dialect.name != "postgresql":
-        return  # SQLite: the transaction's first write takes the database-wide lock
-    keys = sorted({zlib.crc32(user_id.encode("utf-8")) - 2**31 for user_id in user_ids})
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:namespace, k) "
-            "FROM unnest(CAST(:keys AS integer[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
-        ),
-        {"namespace": _ADVISORY_NAMESPACE, "keys": keys},
-    )
-
-
-def _users_table() -> Any:
-    return WorkOSUser.__table__  # type: ignore[attr-defined]
-
-
-_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
-_TOMBSTONED = select(WorkOSUserTombstone.user_id).where(col(WorkOSUserTombstone.user_id).in_(_IDS))
-_STORED = select(WorkOSUser.id, WorkOSUser.updated_at).where(col(WorkOSUser.id).in_(_IDS))
-
-# PostgreSQL gets statements whose text never changes with the page (arrays, not one parameter
-# per row), so psycopg parses and prepares them once: a page of 100 users costs a few round trips.
-_PG_TOMBSTONED = text("SELECT user_id FROM workos_user_tombstones WHERE user_id = ANY(:ids)")
-_PG_STORED = text("SELECT id, updated_at FROM workos_users WHERE id = ANY(:ids)")
-_PG_COLUMNS = (
-    ("id", "text"),
-    ("email", "text"),
-    ("email_verified", "boolean"),
-    ("first_name", "text"),
-    ("last_name", "text"),
-    ("name", "text"),
-    ("profile_picture_url", "text"),
-    ("external_id", "text"),
-    ("metadata", "text"),
-    ("last_sign_in_at", "timestamptz"),
-    ("locale", "text"),
-    ("created_at", "timestamptz"),
-    ("updated_at", "timestamptz"),
-)
-_PG_INSERT = text(  # built once from the constant column list above, never from input
-    "INSERT INTO workos_users ("  # noqa: S608
-    + ", ".join(f'"{name}"' for name, _ in _PG_COLUMNS)
-    + ") SELECT "
-    + ", ".join(
-        f't."{name}"::json' if name == "metadata" else f't."{name}"' for name, _ in _PG_COLUMNS
-    )
-    + " FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _PG_COLUMNS)
-    + ") AS t("
-    + ", ".join(f'"{name}"' for name, _ in _PG_COLUMNS)
-    + ")"
-)
-
-
-def _read_page_state(
-    session: Session, ids: list[str], postgresql: bool
-) -> tuple[set[str], dict[str, datetime]]:
-    if postgresql:
-        tombstoned = set(session.execute(_PG_TOMBSTONED, {"ids": ids}).scalars())
-        rows = session.execute(_PG_STORED, {"ids": ids})
-    else:
-        tombstoned = set(session.execute(_TOMBSTONED, {"ids": ids}).scalars())
-        rows = session.execute(_STORED, {"ids": ids})
-    # Raw rows bypass UTCDateTime; psycopg already returns aware UTC for timestamptz.
-    return tombstoned, {row[0]: _as_utc(row[1]) for row in rows}
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _insert_users(session: Session, rows: list[dict[str, Any]], postgresql: bool) -> None:
-    if not postgresql:
-        session.execute(insert(_users_table()), rows)  # sqlite3's own executemany: fast
-        return
-    arrays: dict[str, list[Any]] = {name: [] for name, _ in _PG_COLUMNS}
-    for row in rows:
-        for name, _kind in _PG_COLUMNS:
-            value = row[name]
-            arrays[name].append(json.dumps(value) if name == "metadata" else value)
-    session.execute(_PG_INSERT, arrays)
-
-
-def apply_users(session: Session, users: list[User]) -> list[Effect]:
-    """`pipeline.apply_user` for a page of users, with a handful of statements instead of
-    three per user: the same rules (a tombstoned id is left alone, a missing row is inserted, a
-    strictly newer ``updated_at`` replaces the row, anything else changes nothing), and the same
-    per-user locks. Returns each user's effect, in order.
-    """
-    newest: dict[str, User] = {}
-    for user in users:  # WorkOS never repeats a user in a listing; if it did, newest wins
-        if user.id not in newest or user.updated_at > newest[user.id].updated_at:
-            newest[user.id] = user
-    ids = list(newest)
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    _lock_subjects(session, ids)
-    tombstoned, stored = _read_page_state(session, ids, postgresql)
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    effects: dict[str, Effect] = {}
-    for user_id, user in newest.items():
-        if user_id in tombstoned:
-            effects[user_id] = Effect.UNCHANGED
-        elif user_id not in stored:
-            inserts.append({"id": user_id, **_user_values(user)})
-            effects[user_id] = Effect.INSERTED
-        elif user.updated_at > stored[user_id]:
-            updates.append(
-                {"b_id": user_id, **{f"b_{k}": v for k, v in _user_values(user).items()}}
-            )
-            effects[user_id] = Effect.UPDATED
-        else:
-            effects[user_id] = Effect.UNCHANGED
-    if inserts:
-        _insert_users(session, inserts, postgresql)
-    if updates:
-        table = _users_table()
-        columns = [name for name in updates[0] if name != "b_id"]
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values({name[2:]: bindparam(name) for name in columns})
-        )
-        session.execute(statement, updates)
-    return [effects[user.id] if newest[user.id] is user else Effect.UNCHANGED for user in users]
-
-
 def _apply_page(
     pipeline: EventPipeline,
     engine: Engine,
@@ -729,10 +576,10 @@ def _apply_page(
         with SyncSession(engine, expire_on_commit=False) as session:
             for user, effect in zip(users, apply_users(session, users), strict=True):
                 effects[effect] += 1
-                handler_type = _SNAPSHOT_HANDLERS.get(effect)
+                handler_type = HANDLERS_FOR_EFFECT.get(effect)
                 if run_handlers and handler_type is not None:
-                    event = _snapshot_event(user, handler_type)
-                    pipeline._run_handlers(session, event, effect)
+                    event = snapshot_event(user, handler_type, "backfill")
+                    pipeline.run_handlers(session, event, effect)
             _write_state(session, USERS_CURSOR, cursor)
             session.commit()
 

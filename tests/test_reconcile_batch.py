@@ -12,10 +12,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import Effect, User, WorkOSUser, WorkOSUserTombstone
-from fastapi_workos_authkit.database import create_tables, lock_subject, make_engine
-from fastapi_workos_authkit.pipeline import apply_user
-from fastapi_workos_authkit.reconcile import apply_users
+from fastapi_workos_authkit.database import create_tables, lock_subjects, make_engine
 from fastapi_workos_authkit.testing import factories
+from fastapi_workos_authkit.user_table import apply_user, apply_users
 
 
 def _seed(engine: Engine, stored: list[dict[str, Any]], tombstoned: list[str]) -> None:
@@ -103,7 +102,7 @@ def test_page_locks_are_the_webhook_path_locks(database_url: str, engine: Engine
     user = User.model_validate(factories.user("user_01LOCKED"))
     try:
         with Session(engine) as webhook, Session(other) as backfill:
-            lock_subject(webhook, user.id)
+            lock_subjects(webhook, [user.id])
             backfill.execute(text("SET LOCAL lock_timeout = '200ms'"))
             with pytest.raises(OperationalError, match="lock timeout"):
                 apply_users(backfill, [user])

@@ -50,7 +50,7 @@ def test_snapshot_runs_the_handlers_of_the_effective_change(authkit: AuthKit) ->
 
 
 def test_snapshot_respects_tombstones(authkit: AuthKit) -> None:
-    from fastapi_workos_authkit.pipeline import apply_user_deletion
+    from fastapi_workos_authkit.user_table import apply_user_deletion
 
     with Session(authkit.engine) as session:
         apply_user_deletion(session, "user_01T", deleted_at=factories.at(0))
