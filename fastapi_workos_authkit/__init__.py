@@ -27,6 +27,7 @@ from .events import (
     User,
     parse_event,
 )
+from .lease import LeaseLostError
 from .providers import AuthProvider, auth_config_providers, custom_domain_providers
 from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidEventError",
     "InvalidTokenError",
     "Invitation",
+    "LeaseLostError",
     "Organization",
     "OrganizationMembership",
     "SignatureError",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, create_engine
 
+from .errors import DatabaseUnavailableError
 from .tables import TABLES
 
 
@@ -90,6 +92,23 @@ def dialect_insert(session: Session, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"Unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+
+@contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Turn "cannot reach the database" into `DatabaseUnavailableError` (routes answer 503).
+
+    The message keeps only the driver's first line: SQLAlchemy's full text holds the SQL and its
+    parameters, which may carry personal data.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        if not is_unavailable(exc):
+            raise
+        lines = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise DatabaseUnavailableError(f"The database is unavailable: {reason}") from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -25,8 +25,8 @@ from sqlalchemy import Engine, Table, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .database import dialect_insert, is_unavailable
-from .errors import DatabaseUnavailableError, HandlerError
+from .database import dialect_insert, unavailable_as_error
+from .errors import HandlerError
 from .events import DeletedUser, Event, User
 from .handlers import HandlerRegistry, call_in_worker
 from .tables import EventStatus, WorkOSEventRecord, utcnow
@@ -169,13 +169,8 @@ class EventPipeline:
     def _transaction(self) -> Iterator[SyncSession]:
         """A session for one unit of work; a database that cannot be reached becomes
         `DatabaseUnavailableError`, so routes can answer 503 instead of 500."""
-        try:
-            with SyncSession(self._engine(), expire_on_commit=False) as session:
-                yield session
-        except SQLAlchemyError as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailableError("The database is unavailable") from exc
-            raise
+        with unavailable_as_error(), SyncSession(self._engine(), expire_on_commit=False) as session:
+            yield session
 
     def _claim(
         self, session: Session, event: Event[Any], payload: dict[str, Any], source: str

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -35,12 +32,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 from sqlalchemy import Engine, delete, func, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from .database import dialect_insert, is_unavailable
-from .errors import AuthKitError, DatabaseUnavailableError, HandlerError, InvalidEventError
+from .database import dialect_insert, unavailable_as_error
+from .errors import DatabaseUnavailableError, HandlerError, InvalidEventError
 from .events import SYNCED_EVENT_TYPES, User, parse_event
+from .lease import Lease, held
 from .pipeline import EventPipeline, Outcome, SyncSession, snapshot_event
 from .tables import (
     EventStatus,
@@ -71,10 +68,6 @@ MIN_RETENTION = timedelta(days=3)
 """WorkOS retries a webhook for up to 3 days: ledger rows and tombstones must outlive that."""
 DEFAULT_RETENTION = timedelta(days=30)
 """The Events API keeps 30 days of events; keeping the ledger as long dedups all of them."""
-
-
-class LeaseLostError(AuthKitError):
-    """The lease expired and another instance took it over while this run was working."""
 
 
 # -- results and progress ------------------------------------------------------------------
@@ -224,16 +217,8 @@ class SyncStatus:
 
 
 def _guard_db(work: Callable[[], T]) -> T:
-    try:
+    with unavailable_as_error():
         return work()
-    except SQLAlchemyError as exc:
-        if is_unavailable(exc):
-            # Only the driver's first line: the full text holds the SQL and its parameters.
-            reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
-            raise DatabaseUnavailableError(
-                f"The database is unavailable: {reason[0] if reason else type(exc).__name__}"
-            ) from exc
-        raise
 
 
 def _write_state(session: Session, key: str, value: str | None) -> None:
@@ -272,139 +257,6 @@ def _utcnow() -> datetime:
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
-
-
-# -- the lease -----------------------------------------------------------------------------
-
-
-def default_holder() -> str:
-    """An identity for one run: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class Lease:
-    """A named lease row with an expiry: ``acquire`` it, ``renew`` it while working, ``release``.
-
-    Taking the lease is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired or mine``: on
-    PostgreSQL a concurrent taker blocks on the row until the first commits, then sees an unexpired
-    lease and gets nothing; on SQLite the database-wide write lock serialises takers. A holder
-    that crashes never releases, and its lease lapses after ``ttl`` seconds.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        name: str,
-        *,
-        holder: str | None = None,
-        ttl: float = 60.0,
-        now: Callable[[], datetime] = _utcnow,
-    ) -> None:
-        if ttl <= 0:
-            raise ValueError("A lease needs a positive ttl in seconds")
-        self.engine = engine
-        self.name = name
-        # Unique per run: two runs in one process must exclude each other too.
-        self.holder = holder or default_holder()
-        self.ttl = timedelta(seconds=ttl)
-        self._now = now
-        self._renewed_at: datetime | None = None
-
-    def acquire(self) -> str | None:
-        """Take the lease; return ``None`` on success, else the current holder's identity."""
-
-        def take() -> str | None:
-            now = self._now()
-            table = WorkOSLease.__table__  # type: ignore[attr-defined]
-            with Session(self.engine) as session:
-                statement = dialect_insert(session, table).values(
-                    name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self.ttl
-                )
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["name"],
-                        set_={
-                            "holder": statement.excluded.holder,
-                            "acquired_at": statement.excluded.acquired_at,
-                            "expires_at": statement.excluded.expires_at,
-                        },
-                        where=(table.c.expires_at <= now) | (table.c.holder == self.holder),
-                    )
-                )
-                # Holders are unique per run, so the row names us exactly when we got it.
-                holder = session.exec(
-                    select(WorkOSLease.holder).where(col(WorkOSLease.name) == self.name)
-                ).one()
-                session.commit()
-                if holder == self.holder:
-                    self._renewed_at = now
-                    return None
-                return holder
-
-        return _guard_db(take)
-
-    def renewal_due(self) -> bool:
-        """Whether a third of ``ttl`` has passed since the lease was taken or last renewed."""
-        return self._renewed_at is None or self._now() - self._renewed_at >= self.ttl / 3
-
-    def renew(self, *, force: bool = False) -> None:
-        """Push the expiry ``ttl`` ahead (only when `renewal_due`, unless ``force``).
-
-        Raises `LeaseLostError` if another holder took the lease after it expired.
-        """
-        if not force and not self.renewal_due():
-            return
-        now = self._now()
-
-        def extend() -> int:
-            with Session(self.engine) as session:
-                result = session.execute(
-                    update(WorkOSLease)
-                    .where(col(WorkOSLease.name) == self.name)
-                    .where(col(WorkOSLease.holder) == self.holder)
-                    .values(expires_at=now + self.ttl)
-                )
-                session.commit()
-                return int(result.rowcount)  # type: ignore[attr-defined]
-
-        if _guard_db(extend) != 1:
-            raise LeaseLostError(
-                f"Lost the {self.name!r} lease (it expired and another instance took it); "
-                "stopping. Raise lease_ttl if runs stall longer than that between pages."
-            )
-        self._renewed_at = now
-
-    def release(self) -> None:
-        """Give the lease up (only if still ours)."""
-
-        def drop() -> None:
-            with Session(self.engine) as session:
-                session.execute(
-                    delete(WorkOSLease)
-                    .where(col(WorkOSLease.name) == self.name)
-                    .where(col(WorkOSLease.holder) == self.holder)
-                )
-                session.commit()
-
-        _guard_db(drop)
-
-
-@asynccontextmanager
-async def _held(lease: Lease) -> AsyncIterator[str | None]:
-    """Hold ``lease`` for the block; yields ``None`` if taken, else the other holder's id."""
-    other = await anyio.to_thread.run_sync(lease.acquire)
-    if other is not None:
-        yield other
-        return
-    try:
-        yield None
-    finally:
-        # Shielded: a cancelled poller must still give the lease back on its way out.
-        with anyio.CancelScope(shield=True):
-            try:
-                await anyio.to_thread.run_sync(lease.release)
-            except DatabaseUnavailableError:
-                logger.warning("could not release the %r lease; it will expire", lease.name)
 
 
 def _clock(authkit: AuthKit) -> Callable[[], datetime]:
@@ -481,7 +333,7 @@ async def sync_events(
     types = event_types_in_play(authkit)
     result = SyncEventsResult(event_types=types)
     lease = Lease(engine, "sync_events", ttl=lease_ttl, now=_clock(authkit))
-    async with _held(lease) as other:
+    async with held(lease) as other:
         if other is not None:
             logger.info("sync_events skipped: %s holds the lease", other)
             return SyncEventsResult(ran=False, lease_holder=other, event_types=types)
@@ -610,7 +462,7 @@ async def backfill_users(
     engine = authkit.engine
     lease = Lease(engine, "backfill_users", ttl=lease_ttl, now=_clock(authkit))
     result = BackfillResult()
-    async with _held(lease) as other:
+    async with held(lease) as other:
         if other is not None:
             logger.info("backfill_users skipped: %s holds the lease", other)
             return BackfillResult(ran=False, lease_holder=other)

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, ConfigurationError, Event, WorkOSLease, WorkOSUser
 from fastapi_workos_authkit.database import create_tables, make_engine
-from fastapi_workos_authkit.reconcile import Lease, LeaseLostError
+from fastapi_workos_authkit.lease import Lease, LeaseLostError
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
 from tests.test_reconcile import Sleeps, db_users, fake_users, make_kit
 
