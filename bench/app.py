@@ -7,6 +7,7 @@ environment variables so every worker builds the same app:
 * ``BENCH_FAILURE_FILE``: a file holding a probability (``0.1``); the user-event handlers raise
   that often. The harness rewrites the file to switch failures on and off for all workers at once.
 * ``BENCH_JWKS_URL``: base URL of the harness's local JWKS server (the token scenarios).
+* ``BENCH_TOKEN_CACHE_SIZE``: the verified-token cache size per worker (10,000 by default).
 
 Every handler call is written to ``bench_handler_calls`` in the sync's own transaction, so the
 harness can check afterwards that each handler ran exactly once per effective change. That table
@@ -123,6 +124,7 @@ authkit = AuthKit(
     api_key="sk_bench_key",
     api_base_url=os.environ.get("BENCH_JWKS_URL", "http://127.0.0.1:9"),
     database_url=os.environ.get("BENCH_DATABASE_URL", "sqlite:///./bench.db"),
+    token_cache_size=int(os.environ.get("BENCH_TOKEN_CACHE_SIZE", "10000")),
 )
 
 
@@ -146,7 +148,9 @@ for _handler in ("user.created", "user.updated", "user.deleted"):
 
 
 @authkit.action("authentication")
-async def check_sign_in(action: AuthenticationAction, response: ActionResponse) -> ActionVerdict:
+async def check_sign_in(
+    session: Session, action: AuthenticationAction, response: ActionResponse
+) -> ActionVerdict:
     """A typical policy: deny unverified emails, allow the rest."""
     if not action.user.email_verified:
         return response.deny("Verify your email address first")
@@ -154,7 +158,9 @@ async def check_sign_in(action: AuthenticationAction, response: ActionResponse) 
 
 
 @authkit.action("user_registration")
-async def check_sign_up(action: UserRegistrationAction, response: ActionResponse) -> ActionVerdict:
+async def check_sign_up(
+    session: Session, action: UserRegistrationAction, response: ActionResponse
+) -> ActionVerdict:
     """A typical policy: sign-ups only from work domains."""
     if action.user_data.email.endswith(("@gmail.com", "@yahoo.com")):
         return response.deny("Please use a work email address")
@@ -237,7 +243,14 @@ _ISSUERS = [
 def handwritten_user(
     credentials: Annotated[HTTPAuthorizationCredentials, Depends(_bearer)],
 ) -> WorkOSUser:
-    """PyJWT plus a SQLModel ``Session``: the baseline ``current_user`` is compared with."""
+    """PyJWT plus a SQLModel ``Session``: the baseline ``current_user`` is compared with.
+
+    A sync dependency decoding the token on every request, then a ``session.get``. The session
+    is opened inside the dependency rather than through a ``yield`` dependency: at 64 concurrent
+    requests the ``yield`` shape (as in ``bench/current_user_app.py``) stalled here, every
+    worker thread waiting for a pooled connection held by a session whose close was queued
+    behind them.
+    """
     try:
         key = _jwks_client.get_signing_key_from_jwt(credentials.credentials)
         claims = jwt.decode(
@@ -245,6 +258,7 @@ def handwritten_user(
             key.key,
             algorithms=["RS256"],
             issuer=_ISSUERS,
+            leeway=10,
             options={"require": ["exp", "iat", "sub"]},
         )
     except jwt.PyJWTError:
@@ -257,7 +271,7 @@ def handwritten_user(
 
 
 @app.get("/bench/me-pyjwt")
-async def me_pyjwt(user: Annotated[WorkOSUser, Depends(handwritten_user)]) -> dict[str, str]:
+def me_pyjwt(user: Annotated[WorkOSUser, Depends(handwritten_user)]) -> dict[str, str]:
     """The same answer as ``/bench/me``, through the hand-written dependency."""
     return {"id": user.id, "email": user.email}
 

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.app import ACTION_SECRET, CLIENT_ID, WEBHOOK_SECRET, create_bench_tables  # noqa: E402
-from bench.harness import storm  # noqa: E402
+from bench.harness import paths, storm, wrk  # noqa: E402
 from bench.harness.jwks import JWKSServer  # noqa: E402
 from bench.harness.processes import AppServer, Postgres  # noqa: E402
 from fastapi_workos_authkit.database import make_engine  # noqa: E402
@@ -42,9 +42,11 @@ SIZES = {
         "fault_users": 1000,
         "fault_deliveries": 10000,
         "fuzz_requests": 10000,
-        "token_requests": 20000,
-        "action_requests": 5000,
+        "token_users": 1000,
+        "token_seconds": 15,
+        "action_seconds": 15,
         "memory_requests": 100000,
+        "token_cache_size": 10000,
     },
     "smoke": {
         "storm_users": 100,
@@ -52,9 +54,11 @@ SIZES = {
         "fault_users": 100,
         "fault_deliveries": 1000,
         "fuzz_requests": 1000,
-        "token_requests": 2000,
-        "action_requests": 500,
+        "token_users": 200,
+        "token_seconds": 3,
+        "action_seconds": 3,
         "memory_requests": 5000,
+        "token_cache_size": 1000,
     },
 }
 
@@ -110,6 +114,7 @@ class Run:
                 "BENCH_DATABASE_URL": self.postgres.url,
                 "BENCH_FAILURE_FILE": str(self.failure_file),
                 "BENCH_JWKS_URL": self.jwks.base_url,
+                "BENCH_TOKEN_CACHE_SIZE": str(self.size["token_cache_size"]),
             },
             log_path=self.workdir / "uvicorn.log",
         )
@@ -172,11 +177,49 @@ async def scenario_5(run: Run) -> dict[str, Any]:
     )
 
 
+async def scenario_3(run: Run) -> dict[str, Any]:
+    assert run.app is not None
+    return await paths.scenario_tokens(
+        run.app.base_url,
+        run.postgres.url,
+        WEBHOOK_SECRET,
+        run.jwks.tokens,
+        workdir=run.workdir,
+        users=run.size["token_users"],
+        seconds=run.size["token_seconds"],
+    )
+
+
+async def scenario_4(run: Run) -> dict[str, Any]:
+    assert run.app is not None
+    return await paths.scenario_actions(
+        run.app.base_url, ACTION_SECRET, workdir=run.workdir, seconds=run.size["action_seconds"]
+    )
+
+
+async def scenario_6(run: Run) -> dict[str, Any]:
+    app = run.app
+    assert app is not None
+    return await paths.scenario_memory(
+        app.base_url,
+        run.postgres.url,
+        WEBHOOK_SECRET,
+        run.jwks.tokens,
+        workdir=run.workdir,
+        requests=run.size["memory_requests"],
+        worker_pids=app.worker_pids,
+        cache_size=run.size["token_cache_size"],
+    )
+
+
 SCENARIOS: dict[int, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     1: scenario_1,
     2: scenario_2,
     5: scenario_5,
 }
+if wrk.available():
+    # The token, Actions and memory scenarios use wrk (apt-get install wrk) as load generator.
+    SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6})
 
 
 def _print_result(number: int, result: dict[str, Any]) -> None:
@@ -194,7 +237,7 @@ async def main_async(run: Run, numbers: list[int]) -> dict[int, dict[str, Any]]:
     for number in numbers:
         scenario = SCENARIOS.get(number)
         if scenario is None:
-            results[number] = {"skipped": "not available in this checkout", "checks": {}}
+            results[number] = {"skipped": "wrk is not installed", "checks": {}}
             print(f"\n== scenario {number}: {NAMES[number]} == skipped")
             continue
         began = time.perf_counter()
