@@ -36,6 +36,7 @@ class AsyncPostgresReader:
         self._size = size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def fetch_one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """Run ``sql`` and return its first row, or ``None``.
@@ -43,8 +44,14 @@ class AsyncPostgresReader:
         A pooled connection found broken (a server restart) is dropped and the query retried
         once on a fresh one. Raises `DatabaseUnavailableError` when PostgreSQL cannot be reached.
         """
-        if self._slots is None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # First use, or the app now runs on another loop (a test suite starting one
+            # TestClient after another without the lifespan): start afresh on this loop.
+            self.discard()
+            self._loop = loop
             self._slots = asyncio.Semaphore(self._size)
+        assert self._slots is not None
         async with self._slots:
             for attempt in (1, 2):
                 reused = bool(self._idle)
@@ -79,6 +86,12 @@ class AsyncPostgresReader:
         idle, self._idle = self._idle, []
         for connection in idle:
             await _close_quietly(connection)
+
+    def discard(self) -> None:
+        """Close the idle connections without awaiting (they may belong to a finished loop)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.pgconn.finish()
 
 
 async def _close_quietly(connection: psycopg.AsyncConnection[Any]) -> None:

@@ -334,7 +334,10 @@ class UserStore:
         self.dispose()
 
     def dispose(self) -> None:
-        """Close the connections of the synchronous read pool."""
+        """Close every read connection now, without awaiting (prefer `aclose` when you can)."""
+        if self._async_reader is not None:
+            self._async_reader.discard()
+            self._async_reader = None
         if self._plan is not None:
             engine, plan = self._plan
             if plan.pool is not engine.pool:

@@ -768,3 +768,21 @@ async def test_workos_unreachable_during_a_jit_fetch_is_503(
     response = await client.get("/me", headers=bearer(tokens.mint("user_01NEW")))
     assert response.status_code == 503
     assert response.json()["detail"] == "WorkOS could not be reached; retry later"
+
+
+@pytest.mark.postgres_only
+def test_the_async_reader_follows_the_app_to_a_new_event_loop(
+    authkit: AuthKit, tokens: TokenFactory
+) -> None:
+    app = make_app(authkit)
+    headers = bearer(tokens.mint("user_01L"))
+    with TestClient(app) as client:  # the lifespan: tables, keys
+        seed_user(authkit, "user_01L")
+        assert client.get("/me", headers=headers).status_code == 200
+    # Without the lifespan, TestClient runs each request on a fresh event loop.
+    client = TestClient(app)
+    try:
+        for _ in range(3):
+            assert client.get("/me", headers=headers).json()["id"] == "user_01L"
+    finally:
+        authkit.users.dispose()  # no lifespan ran to close the connections
