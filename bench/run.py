@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -268,6 +269,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenarios: {unknown}")
     output = Path(args.output) if args.output else ROOT / "bench" / "results" / f"{mode}.json"
+    # Stopped from outside (CI timeout, `timeout`, kill): still stop uvicorn and PostgreSQL.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.now(UTC)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="authkit-bench.") as directory:
