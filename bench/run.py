@@ -238,7 +238,11 @@ async def main_async(run: Run, numbers: list[int]) -> dict[int, dict[str, Any]]:
     for number in numbers:
         scenario = SCENARIOS.get(number)
         if scenario is None:
-            results[number] = {"skipped": "wrk is not installed", "checks": {}}
+            # A scenario asked for but not run is a failure, not a silent gap in the figures.
+            results[number] = {
+                "skipped": "wrk is not installed",
+                "checks": {"wrk_installed": False},
+            }
             print(f"\n== scenario {number}: {NAMES[number]} == skipped")
             continue
         began = time.perf_counter()

@@ -35,6 +35,16 @@ def _postgres_bindir() -> Path:
     if shutil.which("initdb") and shutil.which("pg_ctl"):
         return Path(shutil.which("pg_ctl") or "").parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    if not candidates and os.getuid() == 0 and shutil.which("apt-get"):
+        # As scripts/postgres.sh does: CI images may lack the server binaries.
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=environment
+        )
+        candidates = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4])
+        )
     if not candidates:
         raise SystemExit("PostgreSQL binaries not found: apt-get install postgresql")
     return Path(candidates[-1])
