@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import Pool
 
-from .database import is_unavailable
+from .database import is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
 from .tables import WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError
@@ -346,16 +346,11 @@ class UserStore:
 
     def is_tombstoned(self, user_id: str) -> bool:
         """Whether ``user_id`` was deleted."""
-        try:
-            with self._authkit.engine.connect() as connection:
-                table = WorkOSUserTombstone.__table__  # type: ignore[attr-defined]
-                found = connection.execute(
-                    select(table.c.user_id).where(table.c.user_id == user_id)
-                ).first()
-        except SQLAlchemyError as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailableError("The database is unavailable") from exc
-            raise
+        with unavailable_as_error(), self._authkit.engine.connect() as connection:
+            table = WorkOSUserTombstone.__table__  # type: ignore[attr-defined]
+            found = connection.execute(
+                select(table.c.user_id).where(table.c.user_id == user_id)
+            ).first()
         return found is not None
 
     async def load(self, user_id: str) -> WorkOSUser:
@@ -379,10 +374,10 @@ class UserStore:
 
     async def _just_in_time(self, user_id: str) -> WorkOSUser:
         # The first request after sign-up can beat the user.created webhook.
-        if not self._authkit.settings.api_key:
-            raise UserNotFoundError("The user is not synced yet")
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
+        if not self._authkit.settings.api_key:
+            raise UserNotFoundError("The user is not synced yet")
         # The REST client retries with backoff for a long while; a request cannot wait that long.
         with anyio.fail_after(JIT_TIMEOUT_SECONDS):
             snapshot = await self._authkit.workos_api.get_user(user_id)

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, User, WorkOSUser
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, factories
+from fastapi_workos_authkit.user_table import apply_user_deletion
 from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
 
 BASE = "https://api.workos.test"
@@ -515,6 +516,23 @@ async def test_without_an_api_key_an_unsynced_user_is_401(
     ):
         response = await c.get("/me", headers=bearer(tokens.mint("user_01NEW")))
         assert_invalid_token(response, "not synced yet")
+
+
+@pytest.mark.anyio
+async def test_without_an_api_key_a_deleted_user_is_401_deleted(
+    engine: Engine, jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory
+) -> None:
+    authkit = make_authkit(engine, jwks, clock, api_key=None)
+    app = make_app(authkit)
+    async with (
+        authkit.lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+    ):
+        with Session(engine) as session:
+            apply_user_deletion(session, "user_01GONE", deleted_at=factories.at(0))
+            session.commit()
+        response = await c.get("/me", headers=bearer(tokens.mint("user_01GONE")))
+        assert_invalid_token(response, "deleted")
 
 
 @pytest.mark.anyio
