@@ -27,7 +27,7 @@ import psycopg
 from fastapi_workos_authkit.signatures import sign_header
 from fastapi_workos_authkit.testing import encode, factories
 
-from .load import Deliverer, DeliveryStats, make_clients, run_jobs, timed_requests
+from .load import Deliverer, DeliveryStats, run_jobs, timed_requests
 
 WEBHOOK_PATH = "/workos/webhook"
 _BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -257,6 +257,49 @@ def check_storm(url: str, storm: Storm) -> dict[str, Any]:
     }
 
 
+class WorkerConnections:
+    """Single-connection clients grouped by the worker that accepted their connection.
+
+    Both workers accept on one socket, so which worker gets a connection is up to the kernel
+    (and usually it is the idle one). To send the two copies of a duplicate *to both workers*,
+    the harness opens connections, asks each which worker it reached, and keeps them by worker.
+    A connection that is dropped and reopened may move; the answers' ``X-Bench-Worker`` header
+    says where each copy really went.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.idle: dict[str, asyncio.Queue[httpx.AsyncClient]] = {}
+        self._all: list[httpx.AsyncClient] = []
+
+    async def open(self, per_worker: int, workers: int = 2) -> None:
+        counts: Counter[str] = Counter()
+        for _ in range(per_worker * workers * 8):
+            if len(counts) >= workers and min(counts.values()) >= per_worker:
+                break
+            client = httpx.AsyncClient(
+                base_url=self.base_url,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                timeout=httpx.Timeout(30.0),
+            )
+            worker = (await client.get("/bench/pid")).headers.get("x-bench-worker", "?")
+            if counts[worker] >= per_worker:
+                await client.aclose()
+                continue
+            counts[worker] += 1
+            self._all.append(client)
+            self.idle.setdefault(worker, asyncio.Queue()).put_nowait(client)
+
+    def workers(self, count: int, slot: int) -> list[asyncio.Queue[httpx.AsyncClient]]:
+        """``count`` idle-client queues, on different workers when there are enough."""
+        queues = list(self.idle.values())
+        return [queues[(slot + offset) % len(queues)] for offset in range(count)]
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            await client.aclose()
+
+
 async def _drive(
     base_url: str,
     storm: Storm,
@@ -266,19 +309,23 @@ async def _drive(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[float, list[StormEvent], int]:
     """Deliver the plan; returns (seconds, events never acknowledged, pairs split over workers)."""
-    clients = make_clients(base_url, 4, concurrency)
+    connections = WorkerConnections(base_url)
+    await connections.open(per_worker=concurrency)
     unacknowledged: list[StormEvent] = []
     split_pairs = 0
+
+    async def send(queue: asyncio.Queue[httpx.AsyncClient], body: bytes) -> tuple[str | None, str]:
+        client = await queue.get()
+        try:
+            return await deliverer.deliver(client, body)
+        finally:
+            queue.put_nowait(client)
 
     def job(event: StormEvent, copies: int, slot: int) -> Callable[[], Any]:
         async def run() -> None:
             nonlocal split_pairs
-            results = await asyncio.gather(
-                *(
-                    deliverer.deliver(clients[(slot + copy) % len(clients)], event.body)
-                    for copy in range(copies)
-                )
-            )
+            queues = connections.workers(copies, slot)
+            results = await asyncio.gather(*(send(queue, event.body) for queue in queues))
             if all(outcome is None for outcome, _ in results):
                 unacknowledged.append(event)
             if copies > 1 and len({worker for _, worker in results}) > 1:
@@ -290,16 +337,17 @@ async def _drive(
     try:
         elapsed = await run_jobs(jobs, concurrency, on_progress=on_progress)
     finally:
-        for client in clients:
-            await client.aclose()
+        await connections.aclose()
     return elapsed, unacknowledged, split_pairs
 
 
 async def measure_floor(
     base_url: str, secret: str, storm: Storm, concurrency: int
 ) -> dict[str, float]:
-    """The floor endpoint (HMAC check plus one INSERT) at the storm's concurrency and bodies."""
-    clients = make_clients(base_url, 4, concurrency)
+    """The floor endpoint (HMAC check plus one INSERT) at the storm's concurrency and bodies,
+    over the same per-worker connections as the storm."""
+    connections = WorkerConnections(base_url)
+    await connections.open(per_worker=concurrency)
     bodies = [event.body for event in storm.events]
     total = min(len(bodies), 5000)
 
@@ -309,13 +357,17 @@ async def measure_floor(
             "Content-Type": "application/json",
             "WorkOS-Signature": sign_header(body, secret),
         }
-        return await clients[i % len(clients)].post("/bench/floor", content=body, headers=headers)
+        queue = connections.workers(1, i)[0]
+        client = await queue.get()
+        try:
+            return await client.post("/bench/floor", content=body, headers=headers)
+        finally:
+            queue.put_nowait(client)
 
     try:
         return await timed_requests(request, total, concurrency)
     finally:
-        for client in clients:
-            await client.aclose()
+        await connections.aclose()
 
 
 async def scenario_storm(
