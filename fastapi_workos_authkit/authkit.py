@@ -63,8 +63,8 @@ class AuthKit:
         action_secret: Actions signing secret (``WORKOS_ACTION_SECRET``).
         api_hostname: The AuthKit host tokens are issued by (``WORKOS_API_HOSTNAME``,
             default ``api.workos.com``).
-        api_base_url: Where REST and JWKS calls go (default ``https://<api_hostname>``); point it
-            at a local fake in tests.
+        api_base_url: Where REST and JWKS calls go (default ``https://api.workos.com``, also with
+            a custom ``api_hostname``); point it at a local fake in tests.
         engine: A SQLAlchemy engine to use; takes precedence over ``database_url``.
         database_url: Database URL (``AUTHKIT_DATABASE_URL``, default a SQLite file
             ``./workos_authkit.db``). ``postgresql://`` URLs use psycopg 3.
@@ -209,7 +209,6 @@ class AuthKit:
         if self._token_verifier is None:
             self._token_verifier = TokenVerifier(
                 self.providers(),
-                client_id=self.settings.require_client_id("access-token verification"),
                 transport=self.http_transport,
                 clock=self.clock,
                 options=self.token_options,

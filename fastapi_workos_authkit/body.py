@@ -13,7 +13,7 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "Invalid Content-Length header")
         if int(declared) > limit:
             raise _too_large(limit)

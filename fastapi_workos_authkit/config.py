@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 
 DEFAULT_API_HOSTNAME = "api.workos.com"
+DEFAULT_API_BASE_URL = "https://api.workos.com"
 DEFAULT_DATABASE_URL = "sqlite:///./workos_authkit.db"
 ONE_MIB = 1024 * 1024
 
@@ -62,7 +63,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     action_secret: str | None = field(default=None, repr=False)
     api_hostname: str = DEFAULT_API_HOSTNAME
-    api_base_url: str = f"https://{DEFAULT_API_HOSTNAME}"
+    api_base_url: str = DEFAULT_API_BASE_URL
     database_url: str = DEFAULT_DATABASE_URL
     additional_event_types: tuple[str, ...] = ()
     log_level: int | None = None
@@ -105,7 +106,9 @@ class Settings:
             webhook_secret=webhook_secret or _env("WORKOS_WEBHOOK_SECRET"),
             action_secret=action_secret or _env("WORKOS_ACTION_SECRET"),
             api_hostname=hostname,
-            api_base_url=(api_base_url or f"https://{hostname}").rstrip("/"),
+            # The REST API and the JWKS live on api.workos.com even when tokens are issued by a
+            # custom auth domain, so the base URL does not follow api_hostname.
+            api_base_url=(api_base_url or DEFAULT_API_BASE_URL).rstrip("/"),
             database_url=database_url or _env("AUTHKIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
             additional_event_types=tuple(additional_event_types),
             log_level=_level(log_level),

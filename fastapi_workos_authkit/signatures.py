@@ -17,6 +17,8 @@ from .errors import SignatureError
 
 SIGNATURE_HEADER = "WorkOS-Signature"
 _MAX_HEADER_LENGTH = 4096
+# Real timestamps have 13 digits; a few more leave room, and the bound keeps int->float exact.
+_MAX_TIMESTAMP_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,12 @@ def parse_signature_header(header: str) -> ParsedSignature:
             timestamp = value.strip()
         elif key == "v1":
             signatures.append(value.strip())
-    if not timestamp or not timestamp.isascii() or not timestamp.isdigit():
+    if (
+        not timestamp
+        or not timestamp.isascii()
+        or not timestamp.isdigit()
+        or len(timestamp) > _MAX_TIMESTAMP_DIGITS
+    ):
         raise SignatureError("WorkOS-Signature header has no valid t= timestamp")
     if not signatures:
         raise SignatureError("WorkOS-Signature header has no v1= signature")

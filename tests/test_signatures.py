@@ -141,3 +141,9 @@ def test_sign_header_round_trips() -> None:
     parsed = parse_signature_header(header)
     assert parsed.timestamp == VECTOR_T
     assert parsed.signatures == (VECTOR_V1,)
+
+
+def test_a_huge_timestamp_is_refused_not_crashed() -> None:
+    header = f"t={'9' * 400}, v1={VECTOR_V1}"
+    with pytest.raises(SignatureError, match="timestamp"):
+        verify_signature(VECTOR_BODY, header, SECRET, tolerance=180, now=at_vector_time)

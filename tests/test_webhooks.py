@@ -247,7 +247,8 @@ def test_options_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert settings.client_id == "client_explicit"
     assert settings.webhook_secret == "whsec_env"
     assert settings.api_hostname == "auth.example.com"
-    assert settings.api_base_url == "https://auth.example.com"
+    # REST and JWKS stay on WorkOS's API host: only the token issuer moves to a custom domain.
+    assert settings.api_base_url == "https://api.workos.com"
     assert settings.database_url == "sqlite:///env.db"
     assert "whsec_env" not in repr(settings)
 
@@ -273,3 +274,10 @@ async def test_custom_prefix(engine: Engine) -> None:
         body, headers = signed_delivery(factories.user_created(), WEBHOOK_SECRET)
         response = await client.post("/hooks/workos/webhook", content=body, headers=headers)
     assert response.status_code == 200
+
+
+async def test_a_huge_signature_timestamp_is_401(client: httpx.AsyncClient) -> None:
+    body = json.dumps(factories.user_created()).encode()
+    headers = {"WorkOS-Signature": f"t={'9' * 400}, v1={'a' * 64}"}
+    response = await client.post("/workos/webhook", content=body, headers=headers)
+    assert response.status_code == 401
