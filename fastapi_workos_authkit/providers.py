@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import DEFAULT_API_HOSTNAME
+from .config import DEFAULT_API_BASE_URL, DEFAULT_API_HOSTNAME
 from .errors import ConfigurationError
 
 _CLIENT_ID_HELP = (
@@ -85,21 +85,34 @@ ProviderLike = AuthProvider | Mapping[str, Any]
 def workos_providers(client_id: str, api_hostname: str, api_base_url: str) -> list[AuthProvider]:
     """The two providers of one WorkOS client, in the seed's order and shape (SPEC §4).
 
-    ``api_hostname`` names the issuer host (``api.workos.com`` or a custom auth domain);
-    ``api_base_url`` is where the JWKS is fetched from, so tests and emulators can point it
-    elsewhere. With the defaults both are ``api.workos.com`` and the URLs are exactly the seed's.
+    ``api_hostname`` names the issuer host (``api.workos.com`` or a custom auth domain; a
+    scheme and trailing slash are tolerated). ``api_base_url`` is where the JWKS is fetched
+    from: ``https://api.workos.com`` even with a custom auth domain, as in the seed, and
+    pointable elsewhere for tests and emulators. The first provider's ``applicationID`` (the
+    client id) is the audience the verifier accepts.
     """
+    host = _bare_host(api_hostname)
     jwks = f"{api_base_url.rstrip('/')}/sso/jwks/{client_id}"
     return [
-        AuthProvider(issuer=f"https://{api_hostname}/", jwks=jwks, application_id=client_id),
-        AuthProvider(issuer=f"https://{api_hostname}/user_management/{client_id}", jwks=jwks),
+        AuthProvider(issuer=f"https://{host}/", jwks=jwks, application_id=client_id),
+        AuthProvider(issuer=f"https://{host}/user_management/{client_id}", jwks=jwks),
     ]
 
 
-def custom_domain_providers(client_id: str, domain: str) -> list[AuthProvider]:
-    """The providers for a WorkOS custom auth domain (``auth.example.com``): keys served there."""
-    host = domain.removeprefix("https://").removeprefix("http://").rstrip("/")
-    return workos_providers(client_id, host, f"https://{host}")
+def _bare_host(value: str) -> str:
+    """``auth.example.com`` from ``auth.example.com``, ``https://auth.example.com/``..."""
+    return value.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+
+
+def custom_domain_providers(
+    client_id: str, domain: str, api_base_url: str = DEFAULT_API_BASE_URL
+) -> list[AuthProvider]:
+    """The providers for a WorkOS custom auth domain (``auth.example.com``).
+
+    The tokens name the custom domain as issuer; the signing keys are still WorkOS's, served at
+    ``{api_base_url}/sso/jwks/<client_id>``.
+    """
+    return workos_providers(client_id, domain, api_base_url)
 
 
 def coerce_providers(providers: Iterable[ProviderLike]) -> tuple[AuthProvider, ...]:
@@ -116,7 +129,7 @@ def auth_config_providers(
 
     Needs only the client id (``WORKOS_CLIENT_ID``), never a secret. ``api_hostname`` falls back
     to ``WORKOS_API_HOSTNAME``, then ``api.workos.com``; a custom auth domain replaces the host
-    of both the issuers and the JWKS URL.
+    of the issuers, while the JWKS stays at ``https://api.workos.com/sso/jwks/<client_id>``.
 
     >>> auth_config_providers("client_123")[1]["issuer"]
     'https://api.workos.com/user_management/client_123'
@@ -128,5 +141,4 @@ def auth_config_providers(
     if not client_id:
         raise ConfigurationError(_CLIENT_ID_HELP)
     host = api_hostname or os.environ.get("WORKOS_API_HOSTNAME") or DEFAULT_API_HOSTNAME
-    host = host.removeprefix("https://").rstrip("/")
-    return [p.as_dict() for p in workos_providers(client_id, host, f"https://{host}")]
+    return [p.as_dict() for p in workos_providers(client_id, host, DEFAULT_API_BASE_URL)]

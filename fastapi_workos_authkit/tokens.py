@@ -3,12 +3,16 @@
 Nothing here knows about HTTP requests; `dependencies` maps the exceptions to RFC 6750 answers.
 
 * Keys come from the providers' JWKS URLs through an async httpx client. They are cached for a
-  TTL; an unknown ``kid`` triggers one refetch behind a lock, throttled by a cooldown so a flood
-  of random ``kid`` values costs at most one fetch per cooldown; cached keys keep being served
-  when a refetch fails.
+  TTL; once it passes, a known ``kid`` is still served from the cache at once while one refresh
+  runs in the background (stale-while-revalidate), so no request waits on WorkOS for a key it
+  already has. An unknown ``kid`` triggers one refetch behind a lock, throttled by a cooldown so
+  a flood of random ``kid`` values costs at most one fetch per cooldown; cached keys keep being
+  served when a refetch fails.
 * Signatures are checked by python-jose with its ``cryptography`` backend. The algorithm is
   pinned to RS256 here and never taken from the token.
-* Claims are checked against an injectable clock with a bounded leeway.
+* Claims are checked against an injectable clock with a bounded leeway; ``exp``, ``iat`` and
+  ``nbf`` must be finite numbers (JSON parsers accept ``NaN`` and ``Infinity``, and an infinite
+  ``exp`` would never expire).
 * A verified token is remembered, keyed by its exact string, until its ``exp``: the hot path
   of an authenticated request is one dict lookup.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -88,7 +93,9 @@ class AccessTokenClaims(BaseModel):
         iss: The issuer (one of the configured providers).
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # allow_inf_nan=False: Python's json module reads NaN and Infinity, and `now > NaN` is
+    # always False, so either would make a token that never expires.
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     sub: str = Field(min_length=1)
     sid: str | None = None
@@ -168,6 +175,8 @@ class JWKSKeySource:
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
         self._lock: asyncio.Lock | None = None
+        # The running stale-while-revalidate refresh; kept so it is not garbage-collected.
+        self._background: asyncio.Task[bool] | None = None
         self._http: httpx.AsyncClient | None = None
         self.fetches = 0
         """How many times the JWKS was requested (for tests and metrics)."""
@@ -180,16 +189,20 @@ class JWKSKeySource:
     async def get_key(self, kid: str) -> Key:
         """The key for ``kid``, fetching or refreshing the JWKS when needed.
 
+        A cached key is returned at once, even past the TTL: a stale cache starts one refresh in
+        the background (see `refresh_in_background`). Only an unknown ``kid``, or a source that
+        never fetched anything, waits for a fetch.
+
         Raises:
             InvalidTokenError: no key has this ``kid``, even after a (throttled) refetch.
             KeysUnavailableError: no key was ever fetched and the JWKS cannot be reached.
         """
-        now = self._clock()
         key = self._keys.get(kid)
-        fresh = (
-            self._fetched_at is not None and now - self._fetched_at < self._options.jwks_cache_ttl
-        )
-        if key is not None and fresh:
+        if key is not None:
+            if self._fetched_at is None or (
+                self._clock() - self._fetched_at >= self._options.jwks_cache_ttl
+            ):
+                self.refresh_in_background()
             return key
         await self.refresh()
         key = self._keys.get(kid)
@@ -200,6 +213,36 @@ class JWKSKeySource:
                 "The token signing keys could not be fetched from WorkOS; try again shortly"
             )
         raise InvalidTokenError("The token is signed with an unknown key (kid)")
+
+    def refresh_in_background(self) -> None:
+        """Start a `refresh` on the running loop unless one is already under way.
+
+        The refresh keeps the same cooldown, so a stale cache under load still costs at most one
+        fetch per cooldown; while it runs (or fails), the cached keys keep being served.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._background
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        attempted = self._attempted_at
+        if (
+            attempted is not None
+            and self._clock() - attempted < self._options.jwks_refetch_cooldown
+        ):
+            return  # throttled: refresh() would return at once, so spare the task
+        self._background = loop.create_task(self.refresh())
+
+    @property
+    def refreshing(self) -> bool:
+        """Whether a background refresh is under way."""
+        return self._background is not None and not self._background.done()
+
+    async def wait_for_refresh(self) -> None:
+        """Wait until the background refresh, if any, has finished (tests, shutdown)."""
+        task = self._background
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Fetch the JWKS unless a fetch was attempted within the cooldown; True if keys changed.
@@ -268,7 +311,12 @@ class JWKSKeySource:
         return keys
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Stop a background refresh and close the HTTP connection pool."""
+        task, self._background = self._background, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -320,11 +368,12 @@ class TokenVerifier:
     """Verifies AuthKit access tokens against a list of providers.
 
     The issuer allow-list, the JWKS URLs and the audience all come from ``providers``; each
-    issuer is accepted with and without a trailing slash.
+    issuer is accepted with and without a trailing slash. A token usually carries no ``aud``;
+    when it does, it must name one of the providers' ``applicationID`` values (the client id:
+    SPEC §4), and a token with an ``aud`` is refused if no provider declares one.
 
     Args:
         providers: The trusted providers (see `auth_config_providers`).
-        client_id: The expected ``aud`` when a token carries one.
         transport: The httpx transport for JWKS requests.
         clock: Returns Unix seconds.
         options: Leeway, cache and JWKS tuning.
@@ -334,16 +383,18 @@ class TokenVerifier:
         self,
         providers: Iterable[AuthProvider],
         *,
-        client_id: str,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock,
         options: TokenOptions | None = None,
     ) -> None:
         self.options = options or TokenOptions()
-        self.client_id = client_id
         self.providers = tuple(providers)
         if not self.providers:
             raise ConfigurationError("At least one auth-config provider is needed to verify tokens")
+        self.audiences = frozenset(
+            p.application_id for p in self.providers if p.application_id is not None
+        )
+        """The accepted ``aud`` values: every provider's ``applicationID``."""
         self._clock = clock
         sources: dict[str, JWKSKeySource] = {}
         self._source_for_issuer: dict[str, JWKSKeySource] = {}
@@ -414,7 +465,7 @@ class TokenVerifier:
             raise InvalidTokenError("The token was not issued by a trusted issuer")
         if claims.aud is not None:
             audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
-            if self.client_id not in audiences:
+            if self.audiences.isdisjoint(audiences):
                 raise InvalidTokenError("The token was issued for another application (aud)")
         now = self._clock()
         leeway = self.options.token_leeway

@@ -52,7 +52,33 @@ def test_module_function_reads_the_environment(monkeypatch: pytest.MonkeyPatch) 
         "https://auth.example.com/",
         f"https://auth.example.com/user_management/{CLIENT_ID}",
     ]
-    assert {p["jwks"] for p in custom} == {f"https://auth.example.com/sso/jwks/{CLIENT_ID}"}
+    # The keys stay WorkOS's, exactly as in the seed: only the issuer host changes.
+    assert {p["jwks"] for p in custom} == {f"https://api.workos.com/sso/jwks/{CLIENT_ID}"}
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    [
+        "auth.example.com",
+        "https://auth.example.com/",
+        "http://auth.example.com",
+        " auth.example.com/",
+    ],
+)
+def test_the_hostname_may_carry_a_scheme_and_a_slash(hostname: str) -> None:
+    providers = auth_config_providers(CLIENT_ID, api_hostname=hostname)
+    assert providers[0]["issuer"] == "https://auth.example.com/"
+    assert custom_domain_providers(CLIENT_ID, hostname)[0].issuer == "https://auth.example.com/"
+
+
+def test_a_custom_api_hostname_moves_the_issuers_not_the_jwks() -> None:
+    authkit = AuthKit(client_id=CLIENT_ID, api_hostname="auth.example.com")
+    providers = authkit.auth_config_providers()
+    assert providers == auth_config_providers(CLIENT_ID, api_hostname="auth.example.com")
+    assert {s.url for s in authkit.token_verifier.key_sources} == {
+        f"https://api.workos.com/sso/jwks/{CLIENT_ID}"
+    }
+    assert "https://auth.example.com/" in authkit.token_verifier.issuers
 
 
 def test_no_client_id_is_a_clear_configuration_error() -> None:
@@ -92,7 +118,7 @@ def test_extra_providers_are_emitted_and_verified() -> None:
         "type": "customJwt",
         "issuer": "https://auth.example.com/",
         "algorithm": "RS256",
-        "jwks": f"https://auth.example.com/sso/jwks/{CLIENT_ID}",
+        "jwks": f"https://api.workos.com/sso/jwks/{CLIENT_ID}",
         "applicationID": CLIENT_ID,
     }
     assert providers[4]["issuer"] == "https://issuer.example.org"
@@ -102,7 +128,8 @@ def test_extra_providers_are_emitted_and_verified() -> None:
         assert provider["issuer"] in issuers
         assert provider["issuer"].rstrip("/") in issuers
     assert {s.url for s in authkit.token_verifier.key_sources} == {p["jwks"] for p in providers}
-    assert authkit.token_verifier.client_id == CLIENT_ID
+    # ...and the audience it accepts is the list's applicationID.
+    assert authkit.token_verifier.audiences == {CLIENT_ID}
 
 
 def test_providers_are_validated() -> None:

@@ -11,6 +11,8 @@ import json
 import uuid
 from typing import Any
 
+import anyio
+import httpx
 import jose.backends
 import pytest
 from jose.backends.cryptography_backend import CryptographyRSAKey
@@ -72,7 +74,6 @@ def providers(hostname: str = "api.workos.com") -> list[AuthProvider]:
 def verifier(jwks: FakeJWKS, clock: FakeClock) -> TokenVerifier:
     return TokenVerifier(
         providers(),
-        client_id=CLIENT_ID,
         transport=jwks.transport(),
         clock=clock,
         options=TokenOptions(jwks_cache_ttl=600, jwks_refetch_cooldown=30),
@@ -144,6 +145,27 @@ async def test_audience_when_present_must_be_the_client_id(
         await verifier.verify(tokens.mint(aud="client_01OTHER"))
 
 
+async def test_the_audience_comes_from_the_providers_application_id(
+    jwks: FakeJWKS, tokens: TokenFactory, clock: FakeClock
+) -> None:
+    # One source of truth: the emitted applicationID is what the verifier accepts as aud.
+    elsewhere = [
+        AuthProvider(issuer=p.issuer, jwks=p.jwks, application_id="client_01PARTNER")
+        for p in providers()
+    ]
+    verifier = TokenVerifier(elsewhere, transport=jwks.transport(), clock=clock)
+    assert verifier.audiences == {"client_01PARTNER"}
+    assert (await verifier.verify(tokens.mint(aud="client_01PARTNER"))).sub
+    with pytest.raises(InvalidTokenError, match="another application"):
+        await verifier.verify(tokens.mint(aud=CLIENT_ID))
+    # No provider declares an audience: a token without aud passes, one with aud does not.
+    bare = [AuthProvider(issuer=p.issuer, jwks=p.jwks) for p in providers()]
+    strict = TokenVerifier(bare, transport=jwks.transport(), clock=clock)
+    assert (await strict.verify(tokens.mint())).sub
+    with pytest.raises(InvalidTokenError, match="another application"):
+        await strict.verify(tokens.mint(aud=CLIENT_ID))
+
+
 def _unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"x") -> str:
     def part(value: dict[str, Any]) -> str:
         return b64url(json.dumps(value).encode())
@@ -170,6 +192,10 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes =
         ("missing_exp", "'exp'"),
         ("empty_sub", "invalid claims"),
         ("exp_not_a_number", "invalid claims"),
+        ("exp_nan", "invalid claims: exp"),
+        ("exp_infinity", "invalid claims: exp"),
+        ("iat_nan", "invalid claims: iat"),
+        ("nbf_minus_infinity", "invalid claims: nbf"),
     ],
 )
 async def test_attacks_are_refused(
@@ -193,6 +219,11 @@ async def test_attacks_are_refused(
         "missing_exp": lambda: tokens.mint(exp=None),
         "empty_sub": lambda: tokens.mint(sub=""),
         "exp_not_a_number": lambda: tokens.mint(exp="tomorrow"),
+        # json.dumps writes NaN / Infinity, and json.loads reads them back as floats.
+        "exp_nan": lambda: tokens.mint(exp=float("nan")),
+        "exp_infinity": lambda: tokens.mint(exp=float("inf")),
+        "iat_nan": lambda: tokens.mint(iat=float("nan")),
+        "nbf_minus_infinity": lambda: tokens.mint(nbf=float("-inf")),
     }[attack]()
     with pytest.raises(InvalidTokenError, match=message):
         await verifier.verify(token)
@@ -277,7 +308,6 @@ async def test_a_cache_of_size_zero_verifies_every_time(
 ) -> None:
     verifier = TokenVerifier(
         providers(),
-        client_id=CLIENT_ID,
         transport=jwks.transport(),
         clock=clock,
         options=TokenOptions(token_cache_size=0),
@@ -308,9 +338,12 @@ async def test_key_rotation_new_kid_is_accepted(
     claims = await verifier.verify(tokens.mint("user_01ROTATED", key=new_key))
     assert claims.sub == "user_01ROTATED"
     assert jwks.requests == 2
-    # The old key is gone from the JWKS after the next refresh: its tokens are refused.
+    # The old key is gone from the JWKS after the next refresh: its tokens are refused. The
+    # request that finds the cache stale is still served (stale-while-revalidate).
     jwks.keys = [new_key]
     clock.advance(601)
+    assert (await verifier.verify(tokens.mint("user_01STALE"))).sub == "user_01STALE"
+    await verifier.key_sources[0].wait_for_refresh()
     with pytest.raises(InvalidTokenError, match="unknown key"):
         await verifier.verify(tokens.mint("user_01OLD"))
 
@@ -363,6 +396,9 @@ async def test_warm_outage_keeps_serving_cached_keys(
     clock.advance(601)  # past the TTL: a refresh is attempted and fails
     claims = await verifier.verify(tokens.mint("user_01WARM"))
     assert claims.sub == "user_01WARM"
+    await verifier.key_sources[0].wait_for_refresh()
+    assert jwks.requests == 2
+    assert (await verifier.verify(tokens.mint("user_01WARM2"))).sub  # still served, no new fetch
     assert jwks.requests == 2
     clock.advance(31)
     stranger = tokens.mint(key=RSAKeyPair.generate())
@@ -374,9 +410,7 @@ async def test_jwks_without_usable_keys_counts_as_a_failed_fetch(
     clock: FakeClock, tokens: TokenFactory
 ) -> None:
     only_ec = FakeJWKS([], client_id=CLIENT_ID, api_base_url=BASE)
-    verifier = TokenVerifier(
-        providers(), client_id=CLIENT_ID, transport=only_ec.transport(), clock=clock
-    )
+    verifier = TokenVerifier(providers(), transport=only_ec.transport(), clock=clock)
     with pytest.raises(KeysUnavailableError):
         await verifier.verify(tokens.mint())
 
@@ -395,7 +429,6 @@ async def test_each_provider_uses_its_own_jwks(clock: FakeClock) -> None:
                 jwks=f"https://auth.example.com/sso/jwks/{CLIENT_ID}",
             ),
         ],
-        client_id=CLIENT_ID,
         transport=workos_jwks.transport(),
         clock=clock,
     )
@@ -405,3 +438,46 @@ async def test_each_provider_uses_its_own_jwks(clock: FakeClock) -> None:
     with pytest.raises(InvalidTokenError):
         await verifier.verify(workos.mint(iss=custom.issuer))
     assert (custom_jwks.requests, workos_jwks.requests) == (1, 1)
+
+
+async def test_a_stale_cache_serves_known_keys_while_one_refresh_runs_in_the_background(
+    tokens: TokenFactory, clock: FakeClock
+) -> None:
+    served = FakeJWKS(tokens, api_base_url=BASE)
+    gate = asyncio.Event()
+    gate.set()
+
+    async def slow_jwks(request: httpx.Request) -> httpx.Response:
+        await gate.wait()  # WorkOS answering slowly: a request must not wait for it
+        return served.handle(request)
+
+    verifier = TokenVerifier(
+        providers(),
+        transport=httpx.MockTransport(slow_jwks),
+        clock=clock,
+        options=TokenOptions(jwks_cache_ttl=600, jwks_refetch_cooldown=30),
+    )
+    await verifier.preload()
+    assert served.requests == 1
+    gate.clear()
+    clock.advance(601)
+    # Without stale-while-revalidate this would wait on the gate forever (the guard fails it).
+    with anyio.fail_after(10):
+        for n in range(20):
+            assert (await verifier.verify(tokens.mint(f"user_01S{n}"))).sub == f"user_01S{n}"
+    await asyncio.sleep(0)  # let the background refresh reach the transport
+    (source,) = verifier.key_sources
+    assert (source.fetches, served.requests) == (2, 1)  # one refresh, waiting at the gate
+    assert source.refreshing
+    rotated = RSAKeyPair.generate()
+    served.keys = [rotated, tokens.key]
+    gate.set()
+    await source.wait_for_refresh()
+    assert served.requests == 2
+    assert not source.refreshing
+    assert rotated.kid in source.kids
+    # An unknown kid still waits for a (throttled) fetch; inside the cooldown none happens.
+    with pytest.raises(InvalidTokenError, match="unknown key"):
+        await verifier.verify(tokens.mint(key=RSAKeyPair.generate()))
+    assert served.requests == 2
+    await verifier.aclose()
