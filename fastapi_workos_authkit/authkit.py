@@ -150,6 +150,7 @@ class AuthKit:
         self.clock = clock
         self.http_transport = http_transport
         self._engine = engine
+        self._owns_engine = engine is None
         if events_poll_interval is not None and events_poll_interval <= 0:
             raise ConfigurationError("events_poll_interval must be a positive number of seconds.")
         if isinstance(events_range_start, datetime) and events_range_start.tzinfo is None:
@@ -188,6 +189,16 @@ class AuthKit:
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
         return self._engine
+
+    @property
+    def owns_engine(self) -> bool:
+        """Whether AuthKit builds the engine itself from ``database_url`` (no ``engine=`` given).
+
+        Only then is it known to carry no ``connect_args``, ``creator`` or connect hooks of the
+        app's, so the async PostgreSQL reader (which opens connections from the URL alone) may
+        be chosen automatically; see `UserStore`.
+        """
+        return self._owns_engine
 
     def providers(self) -> list[AuthProvider]:
         """The trusted token issuers: the client's two WorkOS providers, then the extra ones.

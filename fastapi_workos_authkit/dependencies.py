@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +24,6 @@ from fastapi.security.base import SecurityBase
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.pool import Pool
 
 from .database import is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
@@ -165,6 +165,29 @@ async def verified_claims(
     return claims
 
 
+def _compile_plan(engine: Engine) -> _ReadPlan:
+    dialect = engine.dialect
+    table = WorkOSUser.__table__  # type: ignore[attr-defined]
+    compiled = select(table).where(table.c.id == bindparam("user_id")).compile(dialect=dialect)
+    attributes = {
+        column.key: prop.key
+        for prop in WorkOSUser.__mapper__.column_attrs  # type: ignore[attr-defined]
+        for column in prop.columns
+    }
+    return _ReadPlan(
+        sql=str(compiled),
+        positional=bool(compiled.positional),
+        autocommit=dialect.name == "postgresql" and dialect.driver == "psycopg",
+        columns=tuple(
+            (
+                attributes[column.key],
+                column.type.dialect_impl(dialect).result_processor(dialect, None),
+            )
+            for column in table.columns
+        ),
+    )
+
+
 class UserNotFoundError(Exception):
     """The token is valid but its user is unknown, deleted, or not synced (answer 401)."""
 
@@ -180,7 +203,6 @@ class _ReadPlan:
     sql: str
     positional: bool
     autocommit: bool
-    pool: Pool
     # in select order: (attribute name, SQLAlchemy's own result processor for that column)
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
@@ -190,20 +212,29 @@ class UserStore:
 
     The read runs on every authenticated request, so it is built for speed (measured by
     ``bench/bench_current_user.py``). The ``SELECT`` is compiled once by SQLAlchemy and run on
-    a pooled DB-API connection; each value goes through the column type's own result processor
-    (aware UTC datetimes, JSON), and the row becomes a `WorkOSUser` the way the ORM builds a
-    loaded row, marked detached, so an app can ``session.merge()`` it like any loaded row. On
-    PostgreSQL the read runs in autocommit mode: no ``BEGIN``/``ROLLBACK`` round trips. An ORM
-    ``Session.get`` does the same work with several times the overhead.
+    a DB-API connection checked out of the engine's own pool; each value goes through the
+    column type's own result processor (aware UTC datetimes, JSON), and the row becomes a
+    `WorkOSUser` the way the ORM builds a loaded row, marked detached, so an app can
+    ``session.merge()`` it like any loaded row. On PostgreSQL the read runs in autocommit mode
+    (no ``BEGIN``/``ROLLBACK`` round trips), and the connection goes back to the pool
+    transactional again. An ORM ``Session.get`` does the same work with several times the
+    overhead.
 
     How the read is run (``mode``; measured by the benchmark):
 
-    * ``"auto"`` (default): ``"async"`` on PostgreSQL with psycopg, ``"inline"`` otherwise.
-    * ``"async"``: awaited on a small pool of async psycopg connections; the event loop
-      never waits on the network and no thread hop is paid.
+    * ``"auto"`` (default): ``"inline"`` on SQLite; ``"async"`` on PostgreSQL with psycopg 3
+      when AuthKit built the engine itself from ``database_url``; ``"thread"`` otherwise,
+      including an ``engine=`` of the app's, whose ``connect_args`` (``sslmode``...),
+      ``creator`` or connect hooks only its own pool applies.
+    * ``"async"``: awaited on a small pool of async psycopg connections opened from the
+      engine's URL (not its ``connect_args``); the event loop never waits on the network and
+      no thread hop is paid.
     * ``"inline"``: run synchronously on the event loop. A SQLite primary-key read is a few
       microseconds of local file access, cheaper than any hop.
-    * ``"thread"``: run in a worker thread (the safe choice for other databases).
+    * ``"thread"``: run in a worker thread on the engine's pool.
+
+    A connection the server dropped (a restart) costs one retry, not an error: the engine's
+    idle connections are discarded and the read runs again on a new one.
 
     Args:
         authkit: The owner (engine, settings, pipeline, WorkOS client).
@@ -214,49 +245,43 @@ class UserStore:
         self._authkit = authkit
         self.mode: ReadMode = mode
         self._plan: tuple[Engine, _ReadPlan] | None = None
+        self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._async_reader: AsyncPostgresReader | None = None
         self._new_instance = WorkOSUser._sa_class_manager.new_instance  # type: ignore[attr-defined]
 
-    def _resolved_mode(self, engine: Engine) -> ReadMode:
+    def resolved_mode(self) -> ReadMode:
+        """The mode reads use now: ``mode``, with ``"auto"`` resolved for the engine."""
         if self.mode != "auto":
             return self.mode
-        is_psycopg = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
-        return "async" if is_psycopg else "inline"
+        dialect = self._authkit.engine.dialect
+        if dialect.name == "sqlite":
+            return "inline"
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            return "async" if self._authkit.owns_engine else "thread"
+        return "thread"
+
+    def reader_backend_pids(self) -> list[int]:
+        """PostgreSQL process ids of the connections reads would use next (tests, diagnostics).
+
+        The async reader's idle connections in ``"async"`` mode; otherwise the one connection
+        the engine's pool hands out next.
+        """
+        if self.resolved_mode() == "async":
+            return [] if self._async_reader is None else self._async_reader.idle_backend_pids()
+        connection = self._authkit.engine.raw_connection()
+        try:
+            return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
+        finally:
+            connection.close()
 
     def _plan_for(self, engine: Engine) -> _ReadPlan:
-        if self._plan is not None and self._plan[0] is engine:
+        cached = self._plan
+        if cached is not None and cached[0] is engine:
+            return cached[1]
+        with self._plan_lock:
+            if self._plan is None or self._plan[0] is not engine:
+                self._plan = (engine, _compile_plan(engine))
             return self._plan[1]
-        dialect = engine.dialect
-        table = WorkOSUser.__table__  # type: ignore[attr-defined]
-        compiled = select(table).where(table.c.id == bindparam("user_id")).compile(dialect=dialect)
-        attributes = {
-            column.key: prop.key
-            for prop in WorkOSUser.__mapper__.column_attrs  # type: ignore[attr-defined]
-            for column in prop.columns
-        }
-        postgresql = dialect.name == "postgresql"
-        pool = engine.pool
-        if postgresql:
-            # A pool of its own, without pre-ping: a ping is a full round trip on every checkout,
-            # as costly as the read itself. A stale connection is retried once instead (below).
-            # Its connections stay in autocommit, so a read costs exactly one round trip.
-            pool = engine.pool.recreate()
-            pool._pre_ping = False  # no public setter; recreate() copied the engine's setting
-        plan = _ReadPlan(
-            sql=str(compiled),
-            positional=bool(compiled.positional),
-            autocommit=postgresql,
-            pool=pool,
-            columns=tuple(
-                (
-                    attributes[column.key],
-                    column.type.dialect_impl(dialect).result_processor(dialect, None),
-                )
-                for column in table.columns
-            ),
-        )
-        self._plan = (engine, plan)
-        return plan
 
     def read(self, user_id: str) -> WorkOSUser | None:
         """The row for ``user_id``, or ``None``. Synchronous; raises `DatabaseUnavailableError`."""
@@ -267,7 +292,7 @@ class UserStore:
         params = (user_id,) if plan.positional else {"user_id": user_id}
         for attempt in (1, 2):
             try:
-                connection = plan.pool.connect()
+                connection = engine.raw_connection()
             except dbapi.Error as exc:  # a raw checkout is not wrapped by SQLAlchemy
                 raise DatabaseUnavailableError("The database is unavailable") from exc
             except SQLAlchemyError as exc:
@@ -275,9 +300,11 @@ class UserStore:
                     raise DatabaseUnavailableError("The database is unavailable") from exc
                 raise
             cursor: Any = None
+            driver: Any = connection.driver_connection
             try:
-                driver: Any = connection.driver_connection
-                if plan.autocommit and not driver.autocommit:
+                if plan.autocommit:
+                    # psycopg switches client-side (no round trip) while no transaction is open;
+                    # switched back below, so the app's pooled connections stay transactional.
                     driver.autocommit = True
                 cursor = connection.cursor()
                 cursor.execute(plan.sql, params)
@@ -286,8 +313,11 @@ class UserStore:
                 disconnected = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
                 if disconnected:
                     connection.invalidate(exc)
+                    # The server restarted: the pool's other idle connections are dead too, and
+                    # retrying on one of them would fail again. Drop them all, retry on a new one.
+                    engine.pool.dispose()
                     if attempt == 1:
-                        continue  # a pooled connection gone stale (server restart): once more
+                        continue
                 if disconnected or isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
                     raise DatabaseUnavailableError("The database is unavailable") from exc
                 raise
@@ -295,6 +325,9 @@ class UserStore:
                 if cursor is not None:
                     with contextlib.suppress(dbapi.Error):
                         cursor.close()
+                if plan.autocommit and connection.dbapi_connection is not None:
+                    with contextlib.suppress(dbapi.Error):
+                        driver.autocommit = False
                 connection.close()
             break
         return self._build(plan, row)
@@ -304,11 +337,20 @@ class UserStore:
         engine: Engine = self._authkit.engine
         plan = self._plan_for(engine)
         if self._async_reader is None:
+            # Created on the event loop with no await in between: no other task can race here.
             from ._async_pg import AsyncPostgresReader
 
             self._async_reader = AsyncPostgresReader(engine)
         row = await self._async_reader.fetch_one(plan.sql, {"user_id": user_id})
         return self._build(plan, row)
+
+    async def _read_in_mode(self, user_id: str) -> WorkOSUser | None:
+        mode = self.resolved_mode()
+        if mode == "async":
+            return await self.read_async(user_id)
+        if mode == "thread":
+            return await anyio.to_thread.run_sync(self.read, user_id)
+        return self.read(user_id)
 
     def _build(self, plan: _ReadPlan, row: Sequence[Any] | None) -> WorkOSUser | None:
         if row is None:
@@ -327,22 +369,18 @@ class UserStore:
         return user
 
     async def aclose(self) -> None:
-        """Close the read connections (PostgreSQL has pools of its own)."""
+        """Close the async reader's connections (the engine's pool is the engine owner's)."""
         if self._async_reader is not None:
             await self._async_reader.aclose()
             self._async_reader = None
         self.dispose()
 
     def dispose(self) -> None:
-        """Close every read connection now, without awaiting (prefer `aclose` when you can)."""
+        """Close the async reader's connections now, without awaiting (prefer `aclose`)."""
         if self._async_reader is not None:
             self._async_reader.discard()
             self._async_reader = None
-        if self._plan is not None:
-            engine, plan = self._plan
-            if plan.pool is not engine.pool:
-                plan.pool.dispose()
-            self._plan = None
+        self._plan = None
 
     def is_tombstoned(self, user_id: str) -> bool:
         """Whether ``user_id`` was deleted."""
@@ -361,13 +399,7 @@ class UserStore:
             DatabaseUnavailableError: the database is down.
             WorkOSAPIError: WorkOS could not be asked.
         """
-        mode = self._resolved_mode(self._authkit.engine)
-        if mode == "async":
-            user = await self.read_async(user_id)
-        elif mode == "thread":
-            user = await anyio.to_thread.run_sync(self.read, user_id)
-        else:
-            user = self.read(user_id)
+        user = await self._read_in_mode(user_id)
         if user is not None:
             return user
         return await self._just_in_time(user_id)
@@ -385,7 +417,7 @@ class UserStore:
             raise UserNotFoundError("The user does not exist")
         pipeline = self._authkit.pipeline
         await anyio.to_thread.run_sync(lambda: pipeline.apply_user_snapshot(snapshot, source="jit"))
-        user = await anyio.to_thread.run_sync(self.read, user_id)
+        user = await self._read_in_mode(user_id)
         if user is None:  # a tombstone won the race
             raise UserNotFoundError("The user was deleted")
         logger.info("user %s fetched just in time", user_id)

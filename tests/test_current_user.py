@@ -3,6 +3,7 @@
 Only WorkOS is faked: its JWKS and its users endpoint, behind one httpx transport.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
@@ -378,10 +379,12 @@ async def test_jwks_warm_outage_keeps_working(
 ) -> None:
     seed_user(authkit, "user_01A")
     jwks.down = True
-    clock.now += 3600  # far past the TTL: the refresh fails, the cached keys are served
+    clock.now += 3600  # far past the TTL: the cached keys are served while a refresh runs
     response = await client.get("/me", headers=bearer(tokens.mint("user_01A")))
     assert response.status_code == 200
-    assert jwks.requests == 2
+    await authkit.token_verifier.key_sources[0].wait_for_refresh()
+    assert jwks.requests == 2  # the background refresh failed; the keys are still served
+    assert (await client.get("/me", headers=bearer(tokens.mint("user_01A")))).is_success
 
 
 @pytest.mark.anyio
@@ -730,42 +733,165 @@ async def test_reads_leave_the_apps_pool_transactional(
         assert again.first_name == "Marcelina"
 
 
+def test_auto_mode_is_inline_on_sqlite_and_async_only_on_an_engine_authkit_built(
+    backend: str, database_url: str, engine: Engine
+) -> None:
+    given = AuthKit(client_id=CLIENT_ID, engine=engine)
+    built = AuthKit(client_id=CLIENT_ID, database_url=database_url)
+    try:
+        if backend == "sqlite":
+            assert given.users.resolved_mode() == built.users.resolved_mode() == "inline"
+        else:
+            # An app's engine may carry connect_args (sslmode...) that only its own pool
+            # applies, so its reads stay on that pool, in a worker thread.
+            assert given.users.resolved_mode() == "thread"
+            assert built.users.resolved_mode() == "async"
+    finally:
+        built.engine.dispose()
+    given.users.mode = "inline"
+    assert given.users.resolved_mode() == "inline"  # an explicit mode is kept as is
+
+
+def test_auto_mode_never_blocks_the_loop_on_another_postgresql_driver() -> None:
+    import types
+
+    from sqlalchemy import create_engine
+
+    # A pg8000 engine (its DB-API stood in for: no connection is made) must not read inline.
+    stand_in = types.SimpleNamespace(paramstyle="format", __version__="1.30.0", Error=Exception)
+    engine = create_engine("postgresql+pg8000://u@localhost/db", module=stand_in)
+    assert AuthKit(client_id=CLIENT_ID, engine=engine).users.resolved_mode() == "thread"
+
+
 @pytest.mark.anyio
 @pytest.mark.postgres_only
-@pytest.mark.parametrize("mode", ["async", "inline"])
+async def test_an_apps_engine_keeps_its_connect_args(
+    engine: Engine, jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, database_url: str
+) -> None:
+    import uuid
+
+    from sqlalchemy import text
+
+    from fastapi_workos_authkit.database import make_engine
+
+    name = f"authkit-{uuid.uuid4().hex[:12]}"
+    own = make_engine(database_url, connect_args={"application_name": name})
+    authkit = make_authkit(own, jwks, clock)
+    app = make_app(authkit)
+    try:
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01CA")
+            own.pool.dispose()  # from here on, every connection is one the read opened
+            assert (await c.get("/me", headers=bearer(tokens.mint("user_01CA")))).is_success
+            with engine.connect() as admin:
+                count = admin.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                    {"n": name},
+                ).scalar_one()
+            assert count >= 1  # the read went through the app's pool, with its connect_args
+    finally:
+        own.dispose()
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("mode", ["async", "inline", "thread"])
 async def test_a_restarted_server_costs_one_retry_not_an_error(
-    client: httpx.AsyncClient,
-    authkit: AuthKit,
+    jwks: FakeJWKS,
+    clock: FakeClock,
     tokens: TokenFactory,
     engine: Engine,
     database_url: str,
     mode: str,
 ) -> None:
+    from fastapi_workos_authkit.database import make_engine
+
+    # Without pre-ping, so the read itself must cope with dead pooled connections.
+    own = make_engine(database_url, pool_pre_ping=False)
+    authkit = make_authkit(own, jwks, clock)
+    authkit.users.mode = mode  # type: ignore[assignment]
+    app = make_app(authkit)
+    token = tokens.mint("user_01R")
+    try:
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01R")
+            # Several idle connections, all of which a restart kills.
+            if mode == "async":
+                requests = [c.get("/me", headers=bearer(token)) for _ in range(4)]
+                assert all(r.is_success for r in await asyncio.gather(*requests))
+                pids = authkit.users.reader_backend_pids()
+            else:
+                held = [own.raw_connection() for _ in range(4)]
+                pids = [h.driver_connection.info.backend_pid for h in held]  # type: ignore[union-attr]
+                for h in held:
+                    h.close()
+            assert len(pids) >= 2
+            _terminate(engine, pids)
+            response = await c.get("/me", headers=bearer(token))
+            assert response.status_code == 200, response.text
+            assert response.json()["id"] == "user_01R"
+            # The dead ones are gone: the next read finds a live connection at once.
+            assert not set(authkit.users.reader_backend_pids()) & set(pids)
+            assert (await c.get("/me", headers=bearer(token))).is_success
+    finally:
+        own.dispose()
+
+
+def _terminate(admin_engine: Engine, pids: list[int]) -> None:
+    """Kill these backends from an admin connection, as a server restart would (only ours: the
+    server is shared), and wait until PostgreSQL has reaped them."""
     from sqlalchemy import text
 
-    seed_user(authkit, "user_01R")
-    authkit.users.mode = mode  # type: ignore[assignment]
-    token = tokens.mint("user_01R")
-    assert (await client.get("/me", headers=bearer(token))).is_success
-    # Kill the reader's connections, as a server restart would (only ours: the server is shared).
-    pids = _reader_backend_pids(authkit)
-    assert pids
-    with engine.connect() as connection:
-        for pid in pids:
-            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    assert (await client.get("/me", headers=bearer(token))).json()["id"] == "user_01R"
+    with admin_engine.connect() as admin:
+        admin.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:p AS int[])) AS pid"),
+            {"p": pids},
+        )
+        for _ in range(500):
+            alive = admin.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:p AS int[]))"),
+                {"p": pids},
+            ).scalar_one()
+            if not alive:
+                return
+            admin.execute(text("SELECT pg_sleep(0.01)"))
+            admin.commit()
+    raise AssertionError(f"backends {pids} survived pg_terminate_backend")
 
 
-def _reader_backend_pids(authkit: AuthKit) -> list[int]:
-    users = authkit.users
-    if users._async_reader is not None:
-        return [c.info.backend_pid for c in users._async_reader._idle]
-    assert users._plan is not None
-    connection = users._plan[1].pool.connect()
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+async def test_the_async_reader_drops_connections_idle_too_long(
+    engine: Engine, database_url: str
+) -> None:
+    from fastapi_workos_authkit._async_pg import MAX_IDLE_SECONDS, AsyncPostgresReader
+
+    now = [0.0]
+    reader = AsyncPostgresReader(engine, clock=lambda: now[0])
     try:
-        return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
+        await asyncio.gather(*(reader.fetch_one("SELECT 1", {}) for _ in range(3)))
+        first = reader.idle_backend_pids()
+        assert len(first) == 3
+        now[0] += MAX_IDLE_SECONDS + 1  # e.g. PgBouncer or idle_session_timeout dropped them
+        assert await reader.fetch_one("SELECT 1", {}) == (1,)
+        (fresh,) = reader.idle_backend_pids()
+        assert fresh not in first  # opened anew; the old ones were closed, not retried
+        with engine.connect() as admin:
+            from sqlalchemy import text
+
+            alive = admin.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:p AS int[]))"),
+                {"p": first},
+            ).scalar_one()
+        assert alive == 0
     finally:
-        connection.close()
+        await reader.aclose()
 
 
 @pytest.mark.anyio
