@@ -40,7 +40,10 @@ both uvicorn workers, PostgreSQL, the load generator and, while this run was mad
 the same host. Absolute throughput on a real server is much higher. Each ratio compares two
 endpoints measured one after the other, in the same run, with the same load generator and
 concurrency. The webhook storm is driven by an async httpx client, because it must check every
-answer and retry like WorkOS. The token, Actions and memory scenarios use `wrk`.
+answer and retry like WorkOS. The memory scenario uses the same client, with its connections
+spread evenly over the two workers. The token and Actions scenarios use `wrk`. wrk opens its
+connections in one burst, and which worker accepts each one is up to the kernel and to the
+workers' accept loops: in those two scenarios one worker may serve most of the requests.
 """
 
 
@@ -285,12 +288,14 @@ def _details(*results: dict[str, Any]) -> list[str]:
         f"{f6.get('token_cache_size_per_worker')} tokens per worker. RSS is read from "
         "`/proc/<pid>/status` once a second.",
         "",
-        "| worker | RSS at start | at half | at end | peak (VmHWM) | growth, last quarter |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| worker | requests served | RSS at start | at half | at end | peak (VmHWM) "
+        "| growth, last quarter |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for index, worker in enumerate(f6.get("workers", {}).values(), start=1):
         lines.append(
-            f"| {index} | {worker['rss_start_mib']} MiB | {worker['rss_half_mib']} MiB | "
+            f"| {index} | {worker.get('requests_served')} | {worker['rss_start_mib']} MiB | "
+            f"{worker['rss_half_mib']} MiB | "
             f"{worker['rss_end_mib']} MiB | {worker['peak_rss_mib']} MiB | "
             f"{worker['growth_last_quarter_mib']} MiB |"
         )
