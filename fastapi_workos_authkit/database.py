@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Table, event, text
+from sqlalchemy import Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -52,6 +52,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+def begin_immediate(_session: Any, _transaction: Any, connection: Connection) -> None:
+    """Start SQLite transactions with ``BEGIN IMMEDIATE`` (a Session ``after_begin`` hook).
+
+    sqlite3 only sends ``BEGIN`` before the first write, so reads that decide a write would run
+    outside any transaction: a concurrent delete could slip between a snapshot's check and its
+    insert. ``BEGIN IMMEDIATE`` takes the write lock first; other writers wait on busy_timeout.
+    PostgreSQL needs nothing here: its advisory locks serialise each user.
+    """
+    if connection.dialect.name == "sqlite" and not connection.in_nested_transaction():
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_tables(engine: Engine) -> None:
     """Create the package's tables if they are missing (never alters existing ones)."""
     SQLModel.metadata.create_all(engine, tables=list(TABLES))
@@ -64,8 +76,8 @@ def lock_subjects(session: Session, subject_ids: Iterable[str]) -> None:
     """Serialise work on some subjects (user ids) across instances, until the transaction ends.
 
     PostgreSQL takes transaction-scoped advisory locks, in one round trip and in sorted key order
-    so two lockers of overlapping sets cannot deadlock. SQLite needs nothing: the first write of
-    every sync transaction already holds the database-wide write lock.
+    so two lockers of overlapping sets cannot deadlock. SQLite needs nothing: sync transactions
+    begin with ``BEGIN IMMEDIATE`` (`begin_immediate`), which holds the database-wide write lock.
     """
     if session.get_bind().dialect.name != "postgresql":
         return

@@ -23,15 +23,26 @@ class DatabaseUnavailableError(AuthKitError):
     """The database could not be reached; the caller should answer 503 and let WorkOS retry."""
 
 
-class HandlerError(AuthKitError):
-    """An app handler raised; the transaction was rolled back and the failure recorded.
+class EventFailedError(AuthKitError):
+    """An event could not be applied: its transaction was rolled back and the failure recorded
+    in the ledger (status ``failed``), so a redelivery or `replay_failed` can process it later.
 
     The original exception is chained as ``__cause__``.
     """
 
     def __init__(self, event_id: str, event_type: str, cause: BaseException) -> None:
-        super().__init__(
-            f"A handler for {event_type} event {event_id} raised {type(cause).__name__}"
-        )
+        super().__init__(self._describe(event_id, event_type, cause))
         self.event_id = event_id
         self.event_type = event_type
+
+    @staticmethod
+    def _describe(event_id: str, event_type: str, cause: BaseException) -> str:
+        return f"{event_type} event {event_id} failed with {type(cause).__name__}"
+
+
+class HandlerError(EventFailedError):
+    """An app handler raised; the transaction was rolled back and the failure recorded."""
+
+    @staticmethod
+    def _describe(event_id: str, event_type: str, cause: BaseException) -> str:
+        return f"A handler for {event_type} event {event_id} raised {type(cause).__name__}"

@@ -50,11 +50,20 @@ def call_in_worker(function: Callable[..., Any], *args: Any) -> Any:
     result = function(*args)
     if not inspect.isawaitable(result):
         return result
-    try:
+    if _in_worker_thread():
         return anyio.from_thread.run(_await, result)
+    # A plain script calling the pipeline directly: there is no loop to borrow.
+    return asyncio.run(_await(result))
+
+
+def _in_worker_thread() -> bool:
+    # Asked before awaiting, not by catching RuntimeError afterwards: a handler's own
+    # RuntimeError must reach the ledger as itself.
+    try:
+        anyio.from_thread.check_cancelled()
     except RuntimeError:
-        # Not in an anyio worker thread (a plain script calling the pipeline directly).
-        return asyncio.run(_await(result))
+        return False
+    return True
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Table, update
+from sqlalchemy import Engine, Table, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .database import dialect_insert, unavailable_as_error
-from .errors import HandlerError
+from .database import begin_immediate, dialect_insert, unavailable_as_error
+from .errors import EventFailedError, HandlerError
 from .events import DeletedUser, Event, User
 from .handlers import HandlerRegistry, call_in_worker
 from .tables import EventStatus, WorkOSEventRecord, utcnow
@@ -63,19 +63,54 @@ class Result:
 
 
 class SyncSession(Session):
-    """The session handlers receive. It refuses ``commit()`` while handlers run: the pipeline
-    commits once, after the ledger, the user table and every handler agree."""
+    """The session handlers receive. It refuses ``commit()``, ``rollback()`` and ``close()``
+    while handlers run: the pipeline commits once, after the ledger, the user table and every
+    handler agree, and a handler's rollback would silently drop the event's own writes.
+
+    On SQLite its transactions start with ``BEGIN IMMEDIATE`` (see `database.begin_immediate`),
+    so a read-then-write rule holds the write lock from its first read.
+    """
 
     in_handlers = False
 
     def commit(self) -> None:
+        self._refuse_in_handlers("commit")
+        super().commit()
+
+    def rollback(self) -> None:
+        self._refuse_in_handlers("rollback")
+        super().rollback()
+
+    def close(self) -> None:
+        self._refuse_in_handlers("close")
+        super().close()
+
+    def _refuse_in_handlers(self, action: str) -> None:
         if self.in_handlers:
             raise RuntimeError(
-                "Do not commit inside a WorkOS event handler: the sync commits your writes "
-                "together with the event, or rolls them all back. Use session.flush() if you "
-                "need generated ids."
+                f"Do not {action} the session inside a WorkOS event handler: the sync commits "
+                "your writes together with the event, or rolls them all back. Use "
+                "session.flush() for generated ids, and session.begin_nested() for work that "
+                "may fail on its own."
             )
-        super().commit()
+
+
+event.listen(SyncSession, "after_begin", begin_immediate)
+
+
+def describe_failure(cause: BaseException) -> str:
+    """What the ledger keeps of a failure: the type and message, without SQL or parameters.
+
+    A database error's full text carries the statement and its parameters (emails, names), so
+    only the driver's first line is kept.
+    """
+    if isinstance(cause, SQLAlchemyError):
+        original = getattr(cause, "orig", None)
+        lines = str(original if original is not None else "").strip().splitlines()
+        message = lines[0] if lines else ""
+    else:
+        message = str(cause)
+    return f"{type(cause).__name__}: {message}"[:_MAX_ERROR_LENGTH]
 
 
 def subject_of(event: Event[Any]) -> str | None:
@@ -116,8 +151,9 @@ class EventPipeline:
     def process(self, event: Event[Any], payload: dict[str, Any], *, source: str) -> Result:
         """Apply ``event`` once; a second delivery of the same id returns `Outcome.DUPLICATE`.
 
-        Raises `HandlerError` when a handler raised (the transaction is rolled back and the
-        failure recorded in the ledger), and `DatabaseUnavailableError` when the database is down.
+        Raises `HandlerError` when a handler raised and `EventFailedError` when the event could
+        not be stored (in both cases the transaction is rolled back and the failure recorded in
+        the ledger), and `DatabaseUnavailableError` when the database is down.
         Synchronous: call it from a worker thread in async code.
         """
         try:
@@ -145,6 +181,11 @@ class EventPipeline:
         except HandlerError as exc:
             self._record_failure(event, payload, source, exc.__cause__ or exc)
             raise
+        except SQLAlchemyError as exc:
+            # A poison event (a value a column cannot hold, say): record it, so the Events API
+            # cursor can move past it and `replay_failed` or an operator can deal with it.
+            self._record_failure(event, payload, source, exc)
+            raise EventFailedError(event.id, event.event, exc) from exc
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
         return Result(Outcome.PROCESSED, effect)
 
@@ -243,7 +284,7 @@ class EventPipeline:
     def _record_failure(
         self, event: Event[Any], payload: dict[str, Any], source: str, cause: BaseException
     ) -> None:
-        error = f"{type(cause).__name__}: {cause}"[:_MAX_ERROR_LENGTH]
+        error = describe_failure(cause)
         logger.error(
             "handler failed for event %s (%s): %s; the transaction was rolled back",
             event.id,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
 from .body import read_limited_body
-from .errors import DatabaseUnavailableError, HandlerError, InvalidEventError, SignatureError
+from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError, SignatureError
 from .events import parse_event
 from .signatures import verify_signature
 
@@ -35,7 +35,10 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     400: {"description": "The body verified but is not a valid WorkOS event."},
     401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
     413: {"description": "The body is larger than the configured limit."},
-    500: {"description": "An app handler raised; nothing was committed and WorkOS will retry."},
+    500: {
+        "description": "An app handler raised (or the event could not be stored); nothing was "
+        "committed, the failure is in the ledger, and WorkOS will retry."
+    },
     503: {"description": "The database is unavailable; WorkOS will retry."},
 }
 
@@ -92,10 +95,11 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
             result = await anyio.to_thread.run_sync(
                 lambda: authkit.pipeline.process(event, payload, source="webhook")
             )
-        except HandlerError:
+        except EventFailedError as exc:
             raise HTTPException(
                 status.HTTP_500_INTERNAL_SERVER_ERROR,
-                "An event handler failed; nothing was committed and the delivery can be retried",
+                f"{exc}; nothing was committed, the failure is in the ledger, and the delivery "
+                "can be retried",
             ) from None
         except DatabaseUnavailableError:
             logger.error("webhook %s refused: the database is unavailable", event.id)

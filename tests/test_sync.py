@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from fastapi_workos_authkit import (
@@ -305,4 +306,82 @@ async def test_a_handler_cannot_commit_half_the_work(
         record = session.get(WorkOSEventRecord, payload["id"])
         assert record is not None
         assert record.last_error is not None
-        assert "Do not commit inside a WorkOS event handler" in record.last_error
+        assert "Do not commit the session inside a WorkOS event handler" in record.last_error
+
+
+async def test_a_handler_cannot_roll_back_the_events_own_writes(
+    authkit: AuthKit, engine: Engine, client: httpx.AsyncClient
+) -> None:
+    @authkit.on("user.created")
+    def rolls_back(session: Session, event: Event[User]) -> None:
+        session.rollback()  # a common "catch IntegrityError, roll back, carry on" pattern
+
+    payload = factories.user_created("user_rollback")
+    assert (await deliver(client, payload)).status_code == 500  # not a silent 200
+    with Session(engine) as session:
+        record = session.get(WorkOSEventRecord, payload["id"])
+        assert record is not None
+        assert record.status == "failed"
+        assert record.last_error is not None
+        assert "begin_nested" in record.last_error
+
+
+async def test_a_savepoint_lets_a_handler_recover_from_its_own_failure(
+    authkit: AuthKit, engine: Engine, client: httpx.AsyncClient
+) -> None:
+    SQLModel.metadata.create_all(engine, tables=[Profile.__table__])  # type: ignore[attr-defined]
+
+    @authkit.on("user.created")
+    def insert_twice(session: Session, event: Event[User]) -> None:
+        session.add(Profile(user_id=event.data.id, note="kept"))
+        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(Profile(user_id=event.data.id, note="duplicate key"))
+        except IntegrityError:
+            pass  # the savepoint rolled back; the event's writes are intact
+
+    payload = factories.user_created("user_savepoint")
+    assert (await deliver(client, payload)).status_code == 200
+    with Session(engine) as session:
+        profile = session.get(Profile, "user_savepoint")
+        assert profile is not None
+        assert profile.note == "kept"
+        assert session.get(WorkOSUser, "user_savepoint") is not None
+
+
+async def test_an_async_handlers_runtime_error_is_recorded_as_itself(
+    authkit: AuthKit, engine: Engine, client: httpx.AsyncClient
+) -> None:
+    @authkit.on("session.created")
+    async def fails(session: Session, event: Event[Any]) -> None:
+        raise RuntimeError("the session store is down")
+
+    payload = factories.session_created("user_01")
+    assert (await deliver(client, payload)).status_code == 500
+    with Session(engine) as session:
+        record = session.get(WorkOSEventRecord, payload["id"])
+        assert record is not None
+        assert record.last_error == "RuntimeError: the session store is down"
+
+
+async def test_an_event_the_database_cannot_store_is_recorded_as_failed(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
+    # 400 characters do not fit the 320-character email column on PostgreSQL; SQLite does not
+    # enforce lengths, so there a NUL-free oversized value is simply stored.
+    payload = factories.user_created("user_poison", email="x" * 400 + "@example.com")
+    response = await deliver(client, payload)
+    with Session(engine) as session:
+        record = session.get(WorkOSEventRecord, payload["id"])
+        assert record is not None
+        if engine.dialect.name == "postgresql":
+            assert response.status_code == 500
+            assert record.status == "failed"
+            assert record.last_error is not None
+            assert record.last_error.startswith("DataError: ")
+            assert "x" * 50 not in record.last_error  # no parameters echoed
+            assert session.get(WorkOSUser, "user_poison") is None
+        else:
+            assert response.status_code == 200
+            assert record.status == "processed"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import httpx
 import pytest
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 from sqlmodel import SQLModel
 
 from fastapi_workos_authkit import AuthKit
+from fastapi_workos_authkit.database import create_tables
+from fastapi_workos_authkit.pipeline import SyncSession
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from tests.conftest import WEBHOOK_SECRET, deliver
 
@@ -77,3 +80,25 @@ def test_log_level_option_sets_the_package_logger() -> None:
         assert logger.level == logging.DEBUG
     finally:
         logger.setLevel(previous)
+
+
+def test_sqlite_sync_transactions_hold_the_write_lock_from_their_first_read(
+    authkit: AuthKit, engine: Engine
+) -> None:
+    """The user-table rules read, then write: on SQLite the read must already hold the lock,
+    or a concurrent delete could slip in between (a deleted user would come back)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL serialises users with advisory locks")
+    create_tables(engine)
+    with SyncSession(engine) as sync:
+        sync.execute(text("SELECT count(*) FROM workos_users"))  # a read, nothing written yet
+        other = sqlite3.connect(engine.url.database or "", timeout=0.05)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute(
+                    "INSERT INTO workos_user_tombstones (user_id, deleted_at) "
+                    "VALUES ('user_x', '2026-01-01 00:00:00')"
+                )
+        finally:
+            other.close()
+        sync.rollback()
