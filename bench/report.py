@@ -90,7 +90,7 @@ def render(report: dict[str, Any]) -> str:
         "## The machine and the run",
         "",
         f"- Command: `.venv/bin/python {report['command']}`, started {report['started_at']}, "
-        f"took {report['total_seconds']:.0f} s.",
+        f"took {report['total_seconds']:.0f} s, at commit `{str(report.get('commit'))[:12]}`.",
         f"- {machine['nproc']} cores (`nproc`), CPU `{machine['cpu']}` (from /proc/cpuinfo), "
         f"Python {machine['python']}, {machine['platform']}.",
         "- Two uvicorn workers; PostgreSQL with `fsync=off` (a throwaway server: durability "

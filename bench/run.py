@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,6 +90,15 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 class Run:
@@ -297,6 +307,7 @@ def main() -> int:
     ]
     report = {
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+        "commit": os.environ.get("BENCH_COMMIT") or _git_commit(),
         "mode": mode,
         "started_at": started.isoformat(timespec="seconds"),
         "total_seconds": round(time.perf_counter() - began, 1),
