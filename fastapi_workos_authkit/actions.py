@@ -272,8 +272,13 @@ class ActionRegistry:
         return bool(self._handlers)
 
 
-def check_action_options(budget: float, unhandled: str) -> None:
-    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` values at construction."""
+def check_action_options(budget: float, unhandled: str, max_sync_handlers: int = 20) -> None:
+    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` /
+    ``max_sync_action_handlers`` values at construction."""
+    if isinstance(max_sync_handlers, bool) or not isinstance(max_sync_handlers, int):
+        raise ConfigurationError("max_sync_action_handlers must be a whole number.")
+    if max_sync_handlers < 1:
+        raise ConfigurationError("max_sync_action_handlers must be at least 1.")
     if not budget > 0:
         raise ConfigurationError("action_timeout must be a positive number of seconds.")
     if unhandled not in get_args(UnhandledActionPolicy):
@@ -292,6 +297,49 @@ class _TimedOut(Exception):
     """The handler ran past the time budget (already logged)."""
 
 
+class _Saturated(Exception):
+    """Every sync handler slot is taken (already logged): answer 503 without running it."""
+
+
+class SyncHandlerSlots:
+    """At most ``size`` sync Action handler threads at once, counting abandoned ones.
+
+    A handler that runs past ``action_timeout`` is answered 504 but its thread cannot be
+    stopped, and it keeps its database connection until it returns. Its slot is therefore
+    released by the thread itself when it really ends, not when the request gives up on it
+    (unlike anyio's thread limiter, which hands the token back on abandon). When every slot is
+    taken, a new sync Action is refused at once with 503 instead of piling up threads.
+
+    A `threading.BoundedSemaphore` rather than an anyio `CapacityLimiter`: the release happens
+    in the worker thread, and an anyio limiter may only be released from its event loop.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._semaphore = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    @property
+    def taken(self) -> int:
+        """How many slots are held now (running or abandoned handlers)."""
+        return self._taken
+
+    def try_acquire(self) -> bool:
+        """Take a slot without waiting; False when all are taken."""
+        if not self._semaphore.acquire(blocking=False):
+            return False
+        with self._lock:
+            self._taken += 1
+        return True
+
+    def release(self) -> None:
+        """Give a slot back (from any thread)."""
+        with self._lock:
+            self._taken -= 1
+        self._semaphore.release()
+
+
 @dataclass
 class _SyncRun:
     """State shared between the request and a sync handler's worker thread.
@@ -302,6 +350,7 @@ class _SyncRun:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
     abandoned: bool = False
     committing: bool = False
     verdict: ActionVerdict | None = None
@@ -337,16 +386,22 @@ def _log_failure(action: Action, exc: BaseException) -> None:
 
 
 async def run_handler(
-    handler: ActionHandler, engine: Engine, action: Action, budget: float
+    handler: ActionHandler,
+    engine: Engine,
+    action: Action,
+    budget: float,
+    slots: SyncHandlerSlots | None = None,
 ) -> ActionVerdict:
     """Call ``handler`` with a fresh session; commit on a verdict, roll back on anything else.
 
-    Raises `_HandlerFailed` or `_TimedOut`, after logging, when there is no verdict to send.
+    A sync handler runs in a worker thread holding one of ``slots`` until that thread ends.
+    Raises `_HandlerFailed`, `_TimedOut` or `_Saturated`, after logging, when there is no
+    verdict to send.
     """
     response = ActionResponse(action.action_type)
     if _is_async(handler):
         return await _run_async(handler, engine, action, response, budget)
-    return await _run_sync(handler, engine, action, response, budget)
+    return await _run_sync(handler, engine, action, response, budget, slots or SyncHandlerSlots(1))
 
 
 async def _run_async(
@@ -390,10 +445,24 @@ async def _run_sync(
     action: Action,
     response: ActionResponse,
     budget: float,
+    slots: SyncHandlerSlots,
 ) -> ActionVerdict:
+    if not slots.try_acquire():
+        logger.error(
+            "action %s (%s): %d sync handlers are still running (some past action_timeout); "
+            "answering 503 so WorkOS applies its fallback",
+            action.id,
+            action.action_type,
+            slots.size,
+        )
+        raise _Saturated
     run = _SyncRun()
 
     def work() -> None:
+        with run.lock:
+            if run.abandoned:
+                return  # given up on before the thread started: the request freed the slot
+            run.started = True
         try:
             with Session(engine) as session:
                 verdict = _as_verdict(handler(session, action, response))
@@ -408,6 +477,18 @@ async def _run_sync(
             run.error = exc
         finally:
             run.done.set()
+            # Only now are the thread and its connection really free.
+            slots.release()
+
+    def give_up() -> bool:
+        """Abandon the run unless its commit started; True if the commit is under way."""
+        with run.lock:
+            late = run.committing
+            run.abandoned = not late
+            if not run.started:
+                run.started = True  # never will: its slot is released here, once
+                slots.release()
+        return late
 
     try:
         with anyio.move_on_after(budget) as scope:
@@ -415,13 +496,10 @@ async def _run_sync(
     except anyio.get_cancelled_exc_class():
         # The request itself was cancelled (the client hung up): nobody will see the verdict,
         # so the handler's writes must not be kept either.
-        with run.lock:
-            run.abandoned = not run.committing
+        give_up()
         raise
     if scope.cancelled_caught:
-        with run.lock:
-            late = run.committing
-            run.abandoned = not late
+        late = give_up()
         if not late:
             _log_timeout(action, budget)
             raise _TimedOut
@@ -458,7 +536,12 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
     413: {"description": "The body is larger than the configured limit."},
     500: {"description": "The handler raised or returned no verdict; WorkOS applies its fallback."},
-    503: {"description": "The database is unavailable; WorkOS applies its fallback."},
+    503: {
+        "description": (
+            "The database is unavailable, or every sync handler slot is taken "
+            "(max_sync_action_handlers); WorkOS applies its fallback."
+        )
+    },
     504: {"description": "The handler ran past action_timeout; WorkOS applies its fallback."},
 }
 
@@ -538,7 +621,15 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         if handler is None:
             return _unhandled(authkit, secret, payload, action.action_type, started)
         try:
-            verdict = await run_handler(handler, authkit.engine, action, authkit.action_timeout)
+            verdict = await run_handler(
+                handler, authkit.engine, action, authkit.action_timeout, authkit.sync_action_slots
+            )
+        except _Saturated:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "Too many action handlers are still running; nothing was run",
+                headers={"Retry-After": "5"},
+            ) from None
         except _TimedOut:
             raise HTTPException(
                 status.HTTP_504_GATEWAY_TIMEOUT,

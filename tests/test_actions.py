@@ -568,6 +568,50 @@ async def test_sync_handler_past_the_time_budget_answers_504_and_is_rolled_back(
         event.remove(engine, "rollback", on_rollback)
 
 
+async def test_abandoned_sync_handlers_are_bounded_and_then_refused_with_503(
+    make_kit: MakeKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    authkit = make_kit(action_timeout=0.05, max_sync_action_handlers=2)
+    release = threading.Event()
+    calls: list[str] = []
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        calls.append(action.id)
+        session.exec(select(SignupDomain)).all()  # holds a database connection...
+        release.wait(10)  # ...and hangs
+        return response.allow()
+
+    slots = authkit.sync_action_slots
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    try:
+        async with running(authkit) as client:
+            for n in range(2):
+                reply = await post_action(client, user_registration_action(action_id=f"a_{n}"))
+                assert reply.status_code == 504
+            # Answered, but their threads still run: their slots are still held.
+            assert slots.taken == 2
+            reply = await post_action(client, user_registration_action(action_id="a_full"))
+            assert reply.status_code == 503
+            assert reply.headers["Retry-After"] == "5"
+            assert calls == ["a_0", "a_1"]  # refused without running the handler
+            assert "2 sync handlers are still running" in caplog.text
+            release.set()
+            for _ in range(1000):  # the threads end on their own; wait for them
+                if slots.taken == 0:
+                    break
+                await anyio.to_thread.run_sync(threading.Event().wait, 0.01)
+            assert slots.taken == 0
+            reply = await post_action(client, user_registration_action(action_id="a_after"))
+            assert reply.status_code == 200
+            assert calls == ["a_0", "a_1", "a_after"]
+            assert slots.taken == 0
+    finally:
+        release.set()
+
+
 async def test_a_slow_commit_after_a_timely_verdict_still_answers_the_verdict(
     make_kit: MakeKit, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -880,7 +924,13 @@ def test_registration_errors(make_kit: MakeKit) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"action_timeout": 0}, {"action_timeout": -1}, {"unhandled_action": "maybe"}],
+    [
+        {"action_timeout": 0},
+        {"action_timeout": -1},
+        {"unhandled_action": "maybe"},
+        {"max_sync_action_handlers": 0},
+        {"max_sync_action_handlers": 2.5},
+    ],
 )
 def test_invalid_options_are_refused(make_kit: MakeKit, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
