@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import IO, Any
 
@@ -62,6 +62,10 @@ class CommandError(Exception):
 
 
 # -- finding the app -----------------------------------------------------------------------
+
+
+NEEDS_APP = frozenset({"sync-events", "backfill-users", "replay-failed"})
+"""Subcommands that run the app's handlers, and so refuse to run without ``--app``."""
 
 
 def load_authkit(target: str | None) -> AuthKit:
@@ -157,7 +161,10 @@ Command = Callable[[AuthKit, argparse.Namespace, ProgressPrinter], Awaitable[tup
 async def _sync_events(
     kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
 ) -> tuple[Any, ExitCode]:
-    result = await kit.sync_events(progress=progress)
+    restart_from: datetime | timedelta | None = args.restart_from
+    if args.reset_cursor:
+        restart_from = kit.events_range_start
+    result = await kit.sync_events(progress=progress, restart_from=restart_from)
     return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
 
 
@@ -338,12 +345,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--app",
         default=os.environ.get("AUTHKIT_APP"),
         metavar="MODULE:ATTRIBUTE",
-        help="the app's AuthKit instance, e.g. main:authkit (env AUTHKIT_APP); without it an "
-        "AuthKit is built from the environment and the app's handlers do not run",
+        help="the app's AuthKit instance, e.g. main:authkit (env AUTHKIT_APP); required by "
+        "sync-events, backfill-users and replay-failed, which run the app's handlers",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("sync-events", help="catch up from the WorkOS Events API")
+    sync = commands.add_parser("sync-events", help="catch up from the WorkOS Events API")
+    restart = sync.add_mutually_exclusive_group()
+    restart.add_argument(
+        "--from",
+        dest="restart_from",
+        type=_aware_datetime,
+        default=None,
+        metavar="DATETIME",
+        help="forget the cursor and start again from this ISO 8601 time (UTC unless it says "
+        "otherwise); events already processed are skipped by the ledger",
+    )
+    restart.add_argument(
+        "--reset-cursor",
+        action="store_true",
+        help="forget the cursor and start again from the app's events_range_start",
+    )
     backfill = commands.add_parser("backfill-users", help="copy every WorkOS user into the table")
     backfill.add_argument(
         "--no-handlers", action="store_true", help="do not run user.created/updated handlers"
@@ -366,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _aware_datetime(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 datetime, such as 2026-01-31T00:00:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -380,9 +412,16 @@ def main(
         if args.command == "providers":
             out.write(json.dumps(_providers(args), indent=2) + "\n")
             return ExitCode.OK
+        if args.command in NEEDS_APP and not args.app:
+            # An AuthKit built from the environment has no handlers: it would mark events
+            # processed without them, and ask the Events API for user.* only.
+            raise CommandError(
+                f"{args.command} needs --app MODULE:ATTRIBUTE (or AUTHKIT_APP), pointing at "
+                "your app's AuthKit (for example --app main:authkit), so that its event "
+                "handlers run and the events they handle are not skipped",
+                ExitCode.USAGE,
+            )
         kit = load_authkit(args.app)
-        if not args.app:
-            err.write("note: no --app given; the app's event handlers will not run\n")
         result, code = anyio.run(_run, kit, args, err)
     except CommandError as exc:
         err.write(f"error: {exc}\n")

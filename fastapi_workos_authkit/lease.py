@@ -116,20 +116,31 @@ class Lease:
         """
         if not force and not self.renewal_due():
             return
-        now = self._now()
 
-        def extend() -> int:
+        def extend() -> None:
             with Session(self.engine) as session:
-                result = session.execute(
-                    update(WorkOSLease)
-                    .where(col(WorkOSLease.name) == self.name)
-                    .where(col(WorkOSLease.holder) == self.holder)
-                    .values(expires_at=now + self.ttl)
-                )
+                self.hold_in(session)
                 session.commit()
-                return int(result.rowcount)  # type: ignore[attr-defined]
 
-        if _guarded(extend) != 1:
+        _guarded(extend)
+
+    def hold_in(self, session: Session) -> None:
+        """Check that the lease is still ours and push its expiry, inside ``session``'s transaction.
+
+        Writing progress (a cursor) in the same transaction makes the write conditional on the
+        lease: a holder that stalled past ``ttl`` and lost the lease to another run cannot move
+        that run's cursor backwards. On PostgreSQL the row lock taken here also makes a concurrent
+        `acquire` wait for the commit. Raises `LeaseLostError` (roll the transaction back) if
+        another holder has the lease; the caller commits.
+        """
+        now = self._now()
+        result = session.execute(
+            update(WorkOSLease)
+            .where(col(WorkOSLease.name) == self.name)
+            .where(col(WorkOSLease.holder) == self.holder)
+            .values(expires_at=now + self.ttl)
+        )
+        if int(result.rowcount) != 1:  # type: ignore[attr-defined]
             raise LeaseLostError(
                 f"Lost the {self.name!r} lease (it expired and another instance took it); "
                 "stopping. Raise lease_ttl if runs stall longer than that between pages."

@@ -35,7 +35,12 @@ from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
 from .database import dialect_insert, unavailable_as_error
-from .errors import DatabaseUnavailableError, HandlerError, InvalidEventError
+from .errors import (
+    AuthKitError,
+    DatabaseUnavailableError,
+    EventFailedError,
+    InvalidEventError,
+)
 from .events import SYNCED_EVENT_TYPES, User, parse_event
 from .lease import Lease, held
 from .pipeline import EventPipeline, Outcome, SyncSession, snapshot_event
@@ -48,6 +53,7 @@ from .tables import (
     WorkOSUserTombstone,
 )
 from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_users
+from .workos_api import Keepalive, WorkOSAPIError
 
 if TYPE_CHECKING:
     from .authkit import AuthKit
@@ -56,8 +62,26 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 T = TypeVar("T")
 
+
+class EventTypesChangedError(AuthKitError):
+    """`sync_events` was asked for other event types than those its cursor was advanced for.
+
+    Continuing would step over the events of the missing types for good (or mark events
+    processed without the handlers that should have run), so the run refuses instead.
+    """
+
+
+class EventsCursorExpiredError(AuthKitError):
+    """WorkOS no longer knows the events cursor: it keeps events for 30 days only."""
+
+
 EVENTS_CURSOR = "events.cursor"
 """`WorkOSSyncState` key: id of the last event `sync_events` processed from the Events API."""
+EVENTS_TYPES = "events.types"
+"""`WorkOSSyncState` key: the sorted, comma-joined event types the cursor was advanced for."""
+EVENTS_POSITION = "events.position_at"
+"""`WorkOSSyncState` key: ``created_at`` of the event at the cursor (before the first event: the
+moment the sync starts from). `prune` keeps everything newer, since the sync may still replay it."""
 EVENTS_LAST_RUN = "events.last_run_at"
 USERS_CURSOR = "users_backfill.cursor"
 """`WorkOSSyncState` key: id of the last user of the last page `backfill_users` committed."""
@@ -162,12 +186,17 @@ class ReplayResult:
 
 @dataclass
 class PruneResult:
-    """How many rows `prune` deleted, and the cut-off times it used."""
+    """How many rows `prune` deleted, and the cut-off times it used.
+
+    ``sync_position`` is the ``created_at`` of the event at the `sync_events` cursor (``None``
+    before the first sync): nothing from a later event was pruned, whatever the retention.
+    """
 
     events_deleted: int = 0
     tombstones_deleted: int = 0
     events_before: str = ""
     tombstones_before: str = ""
+    sync_position: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -241,16 +270,6 @@ def _read_state(engine: Engine, key: str) -> str | None:
     return _guard_db(read)
 
 
-def _save_state(engine: Engine, values: Mapping[str, str | None]) -> None:
-    def save() -> None:
-        with Session(engine) as session:
-            for key, value in values.items():
-                _write_state(session, key, value)
-            session.commit()
-
-    _guard_db(save)
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -310,17 +329,102 @@ def _is_recorded(engine: Engine, event_id: str) -> bool:
     return _guard_db(check)
 
 
+def _read_states(engine: Engine, keys: tuple[str, ...]) -> dict[str, str | None]:
+    def read() -> dict[str, str | None]:
+        with Session(engine) as session:
+            rows = session.exec(select(WorkOSSyncState).where(col(WorkOSSyncState.key).in_(keys)))
+            found = {row.key: row.value for row in rows}
+            return {key: found.get(key) for key in keys}
+
+    return _guard_db(read)
+
+
+def _save_under_lease(lease: Lease, values: Mapping[str, str | None]) -> None:
+    """Write sync state in one transaction that first checks the lease is still ours."""
+
+    def save() -> None:
+        with Session(lease.engine) as session:
+            lease.hold_in(session)
+            for key, value in values.items():
+                _write_state(session, key, value)
+            session.commit()
+
+    _guard_db(save)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _start_moment(start: datetime | timedelta, now: datetime) -> datetime:
+    if isinstance(start, timedelta):
+        return now - start
+    if start.tzinfo is None:
+        raise ValueError("restart_from must be an aware datetime (UTC) or a timedelta")
+    return start
+
+
+def _types_changed(stored: str, wanted: list[str]) -> EventTypesChangedError:
+    before = set(stored.split(",")) if stored else set()
+    added = sorted(set(wanted) - before)
+    removed = sorted(before - set(wanted))
+    change = "; ".join(
+        part
+        for part in (
+            f"new: {', '.join(added)}" if added else "",
+            f"no longer asked for: {', '.join(removed)}" if removed else "",
+        )
+        if part
+    )
+    return EventTypesChangedError(
+        f"The events cursor was advanced for other event types than this AuthKit asks for "
+        f"({change}). Continuing would skip events for good. If this is not the app's own "
+        "AuthKit, run with it (CLI: --app main:authkit), so its handlers run. If the app's "
+        "handlers changed on purpose, restart the cursor from a moment before the change "
+        "(sync_events(restart_from=...), CLI: sync-events --from 2026-01-31T00:00:00Z, or "
+        "--reset-cursor for the configured events_range_start); the ledger skips the events "
+        "already processed."
+    )
+
+
+def _cursor_expired(cursor: str, position: str | None, exc: WorkOSAPIError) -> AuthKitError:
+    since = f" (its event is from {position})" if position else ""
+    return EventsCursorExpiredError(
+        f"WorkOS refused the events cursor {cursor}{since} with {exc.status_code}: the Events "
+        "API keeps events for 30 days, so the cursor has most likely expired and the events in "
+        "between are gone from it. To recover, run backfill_users() (CLI: backfill-users) to "
+        "refresh every user, then restart the cursor: sync_events(restart_from=timedelta(days=29))"
+        " (CLI: sync-events --reset-cursor, or --from <an ISO datetime within the last 30 days>)."
+        " The ledger skips events already processed."
+    )
+
+
 async def sync_events(
     authkit: AuthKit,
     *,
     progress: ProgressCallback | None = None,
     lease_ttl: float = 60.0,
+    restart_from: datetime | timedelta | None = None,
 ) -> SyncEventsResult:
     """Pull every event of the types in play since the cursor and process each one once.
 
     The cursor is saved after each event commits, so a crash at any point resumes exactly after
     the last committed event (an event processed but not yet counted by the cursor is a ledger
-    duplicate next time, with no second effect).
+    duplicate next time, with no second effect). Each cursor write checks, in its transaction,
+    that the lease is still ours: a run that stalled and lost it stops with `LeaseLostError`
+    instead of moving the new holder's cursor backwards.
+
+    The event types the cursor was advanced for are saved beside it. A later run that asks for
+    other types (an `AuthKit` without the app's handlers, or a handler added since) raises
+    `EventTypesChangedError` rather than step over events for good. ``restart_from`` (an aware
+    ``datetime``, or a ``timedelta`` before now) forgets the cursor and starts again from that
+    moment with the current types; the ledger skips what was already processed.
 
     A handler that raises does not stop the run: the pipeline records the event as failed in the
     ledger (with its payload), the cursor moves on, and `replay_failed` processes it again once
@@ -331,34 +435,79 @@ async def sync_events(
     api = authkit.workos_api
     engine = authkit.engine
     types = event_types_in_play(authkit)
+    joined = ",".join(types)
     result = SyncEventsResult(event_types=types)
     lease = Lease(engine, "sync_events", ttl=lease_ttl, now=_clock(authkit))
+
+    async def renew() -> None:
+        await anyio.to_thread.run_sync(partial(lease.renew, force=True))
+
+    # Retry waits (Retry-After up to minutes, 5xx backoff) renew the lease at least three times
+    # per ttl, so a long WorkOS outage never lets another instance take over mid-run.
+    keepalive = Keepalive(lease_ttl / 3, renew)
     async with held(lease) as other:
         if other is not None:
             logger.info("sync_events skipped: %s holds the lease", other)
             return SyncEventsResult(ran=False, lease_holder=other, event_types=types)
-        cursor = await anyio.to_thread.run_sync(_read_state, engine, EVENTS_CURSOR)
+        keys = (EVENTS_CURSOR, EVENTS_TYPES, EVENTS_POSITION)
+        saved = await anyio.to_thread.run_sync(_read_states, engine, keys)
+        cursor = saved[EVENTS_CURSOR]
+        position = saved[EVENTS_POSITION]
+        if restart_from is not None:
+            start = _start_moment(restart_from, _clock(authkit)())
+            cursor, position = None, start.isoformat()
+            fresh = {EVENTS_CURSOR: None, EVENTS_TYPES: joined, EVENTS_POSITION: position}
+            await anyio.to_thread.run_sync(_save_under_lease, lease, fresh)
+        elif saved[EVENTS_TYPES] is not None and saved[EVENTS_TYPES] != joined:
+            raise _types_changed(saved[EVENTS_TYPES] or "", types)
+        elif saved[EVENTS_TYPES] is None or (cursor is None and position is None):
+            if cursor is None and position is None:
+                first = _range_start(authkit) or _clock(authkit)() - DEFAULT_RETENTION
+                position = first.isoformat()
+            started = {EVENTS_TYPES: joined, EVENTS_POSITION: position}
+            await anyio.to_thread.run_sync(_save_under_lease, lease, started)
         result.started_after = result.cursor = cursor
-        range_start = None if cursor else _range_start(authkit)
+        range_start = None if cursor else _parse_time(position)
         effects: Counter[str] = Counter()
         while True:
-            page = await api.list_events(
-                events=types, after=cursor, range_start=range_start, limit=PAGE_SIZE
-            )
+            try:
+                page = await api.list_events(
+                    events=types,
+                    after=cursor,
+                    range_start=range_start,
+                    limit=PAGE_SIZE,
+                    keepalive=keepalive,
+                )
+            except WorkOSAPIError as exc:
+                if cursor and exc.status_code in (400, 404, 410, 422):
+                    raise _cursor_expired(cursor, position, exc) from exc
+                raise
+            # The fetch may have waited out retries: renew before processing, so the page never
+            # starts on a lease that is about to lapse (and a lost one stops the run right here).
+            await renew()
             result.fetched += len(page.data)
             for raw in page.data:
-                outcome = await anyio.to_thread.run_sync(_sync_one, authkit, raw)
+                event_id = raw.get("id")
+                if not isinstance(event_id, str) or not event_id:
+                    raise InvalidEventError(
+                        f"The Events API sent a {str(raw.get('event'))[:128]!r} event without an "
+                        f"id, after {cursor or 'the start'}. An event without an id can neither "
+                        "be deduplicated nor serve as a cursor, so sync_events stopped with the "
+                        "cursor on the last good event and recorded nothing for it. To step over "
+                        "it, restart the cursor from a moment after it (CLI: sync-events --from "
+                        "<ISO datetime>)."
+                    )
+                outcome = await anyio.to_thread.run_sync(_sync_one, authkit, lease, raw)
                 if outcome is None:
                     result.failed += 1
-                    result.failed_event_ids.append(str(raw.get("id")))
+                    result.failed_event_ids.append(event_id)
                 elif outcome[0] is Outcome.DUPLICATE:
                     result.duplicates += 1
                 else:
                     result.processed += 1
                     effects[outcome[1].value] += 1
-                cursor = result.cursor = str(raw["id"])
-                if lease.renewal_due():
-                    await anyio.to_thread.run_sync(lease.renew)
+                cursor = result.cursor = event_id
+                position = raw.get("created_at") or position
             if progress is not None and page.data:
                 progress(
                     Progress(
@@ -371,37 +520,45 @@ async def sync_events(
                         },
                     )
                 )
-            if len(page.data) < PAGE_SIZE:
+            # WorkOS leaves list_metadata.after out on the last page; a short page is not the
+            # end (the type filter can make pages short).
+            if not page.data or page.after is None:
                 break
         result.effects = dict(effects)
         now = _clock(authkit)().isoformat()
-        await anyio.to_thread.run_sync(_save_state, engine, {EVENTS_LAST_RUN: now})
+        await anyio.to_thread.run_sync(_save_under_lease, lease, {EVENTS_LAST_RUN: now})
     return result
 
 
-def _sync_one(authkit: AuthKit, raw: dict[str, Any]) -> tuple[Outcome, Effect] | None:
+def _sync_one(authkit: AuthKit, lease: Lease, raw: dict[str, Any]) -> tuple[Outcome, Effect] | None:
     """Process one event from the API and then move the cursor; ``None`` if it failed."""
     engine = authkit.engine
-    event_id = str(raw.get("id"))
+    event_id = str(raw["id"])
     outcome: tuple[Outcome, Effect] | None
+    created_at: datetime | None = None
     try:
         event = parse_event(raw)
     except InvalidEventError as exc:
         logger.error("event %s from the Events API is invalid: %s", event_id, exc)
         _record_invalid(engine, raw, f"InvalidEventError: {exc}")
         outcome = None
+        created_at = _parse_time(raw.get("created_at"))
     else:
+        created_at = event.created_at
         try:
             processed = authkit.pipeline.process(event, raw, source="events_api")
             outcome = (processed.outcome, processed.effect)
-        except HandlerError:
+        except EventFailedError:
             outcome = None
     if outcome is None and not _is_recorded(engine, event_id):
         # The failure could not be written down: moving the cursor would lose the event.
         raise DatabaseUnavailableError(
             f"Event {event_id} failed and could not be recorded in the ledger; stopping"
         )
-    _save_state(engine, {EVENTS_CURSOR: event_id})
+    values: dict[str, str | None] = {EVENTS_CURSOR: event_id}
+    if created_at is not None:
+        values[EVENTS_POSITION] = created_at.astimezone(UTC).isoformat()
+    _save_under_lease(lease, values)
     return outcome
 
 
@@ -410,7 +567,7 @@ def _sync_one(authkit: AuthKit, raw: dict[str, Any]) -> tuple[Outcome, Effect] |
 
 def _apply_page(
     pipeline: EventPipeline,
-    engine: Engine,
+    lease: Lease,
     users: list[User],
     *,
     run_handlers: bool,
@@ -420,8 +577,10 @@ def _apply_page(
 
     This is `EventPipeline.apply_user_snapshot` for a whole page: the same rules (`apply_users`)
     and the same handler runner, but one commit per hundred users instead of one each, which is
-    what lets a backfill keep up with WorkOS's rate limit.
+    what lets a backfill keep up with WorkOS's rate limit. The transaction also checks that the
+    lease is still ours, so a run that lost it never moves the cursor.
     """
+    engine = lease.engine
     effects: Counter[Effect] = Counter()
 
     def apply() -> None:
@@ -433,6 +592,7 @@ def _apply_page(
                     event = snapshot_event(user, handler_type, "backfill")
                     pipeline.run_handlers(session, event, effect)
             _write_state(session, USERS_CURSOR, cursor)
+            lease.hold_in(session)
             session.commit()
 
     _guard_db(apply)
@@ -461,6 +621,11 @@ async def backfill_users(
     api = authkit.workos_api
     engine = authkit.engine
     lease = Lease(engine, "backfill_users", ttl=lease_ttl, now=_clock(authkit))
+
+    async def renew() -> None:
+        await anyio.to_thread.run_sync(partial(lease.renew, force=True))
+
+    keepalive = Keepalive(lease_ttl / 3, renew)
     result = BackfillResult()
     async with held(lease) as other:
         if other is not None:
@@ -471,14 +636,17 @@ async def backfill_users(
             cursor = await anyio.to_thread.run_sync(_read_state, engine, USERS_CURSOR)
         result.resumed_from = cursor
         while True:
-            page = await api.list_users(after=cursor, limit=PAGE_SIZE, order="asc")
+            page = await api.list_users(
+                after=cursor, limit=PAGE_SIZE, order="asc", keepalive=keepalive
+            )
+            await renew()  # before the page, which may run slow handlers
             if page.data:
                 cursor = page.data[-1].id
                 effects = await anyio.to_thread.run_sync(
                     partial(
                         _apply_page,
                         authkit.pipeline,
-                        engine,
+                        lease,
                         page.data,
                         run_handlers=run_handlers,
                         cursor=cursor,
@@ -501,14 +669,12 @@ async def backfill_users(
                             },
                         )
                     )
-                if lease.renewal_due():
-                    await anyio.to_thread.run_sync(lease.renew)
             if not page.data or page.after is None:
                 break
         result.completed = True
         now = _clock(authkit)().isoformat()
         await anyio.to_thread.run_sync(
-            _save_state, engine, {USERS_CURSOR: None, USERS_LAST_COMPLETED: now}
+            _save_under_lease, lease, {USERS_CURSOR: None, USERS_LAST_COMPLETED: now}
         )
     return result
 
@@ -547,7 +713,7 @@ def _replay_one(authkit: AuthKit, event_id: str) -> ReplayedEvent | None:
         except InvalidEventError as exc:
             _bump_failure(engine, event_id, f"InvalidEventError: {exc}")
         else:
-            with suppress(HandlerError):
+            with suppress(EventFailedError):
                 authkit.pipeline.process(event, record.payload, source="replay")
     after = _guard_db(load)
     if after is None:
@@ -632,6 +798,11 @@ async def prune(
     Both periods must be at least 3 days (WorkOS's webhook retry window), else `ValueError`.
     The 30-day defaults match the Events API's retention, so any event WorkOS can still send is
     still deduplicated. Failed ledger rows are never pruned: they wait for `replay_failed`.
+
+    Pruning is also bounded by how far `sync_events` has got: nothing from events created after
+    the event at its cursor is deleted, since the sync will still replay those events. A sync
+    days behind would otherwise replay a ``user.created`` whose ledger row and tombstone were
+    both pruned, and bring a deleted user back.
     """
     _check_retention("ledger_retention", ledger_retention)
     _check_retention("tombstone_retention", tombstone_retention)
@@ -641,22 +812,36 @@ async def prune(
 
     def run() -> PruneResult:
         with Session(authkit.engine) as session:
-            events = session.execute(
+            saved = session.get(WorkOSSyncState, EVENTS_POSITION)
+            position = _parse_time(saved.value if saved is not None else None)
+            prune_events = (
                 delete(WorkOSEventRecord)
                 .where(col(WorkOSEventRecord.status) == EventStatus.PROCESSED.value)
                 .where(col(WorkOSEventRecord.received_at) < events_before)
             )
-            tombstones = session.execute(
-                delete(WorkOSUserTombstone).where(
-                    col(WorkOSUserTombstone.deleted_at) < tombstones_before
-                )
+            prune_tombstones = delete(WorkOSUserTombstone).where(
+                col(WorkOSUserTombstone.deleted_at) < tombstones_before
             )
+            if position is not None:
+                # Event time, not arrival time: the sync replays by created_at. A row without
+                # one (never for processed events) falls back to when it arrived.
+                created = func.coalesce(
+                    col(WorkOSEventRecord.event_created_at), col(WorkOSEventRecord.received_at)
+                )
+                prune_events = prune_events.where(created < position)
+                # A tombstone is stamped with its user.deleted event's created_at.
+                prune_tombstones = prune_tombstones.where(
+                    col(WorkOSUserTombstone.deleted_at) < position
+                )
+            events = session.execute(prune_events)
+            tombstones = session.execute(prune_tombstones)
             session.commit()
             return PruneResult(
                 events_deleted=int(events.rowcount),  # type: ignore[attr-defined]
                 tombstones_deleted=int(tombstones.rowcount),  # type: ignore[attr-defined]
                 events_before=events_before.isoformat(),
                 tombstones_before=tombstones_before.isoformat(),
+                sync_position=position.isoformat() if position is not None else None,
             )
 
     return await anyio.to_thread.run_sync(lambda: _guard_db(run))

@@ -64,6 +64,19 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 
 
+@dataclass(frozen=True)
+class Keepalive:
+    """Work to do while the client waits to retry: ``callback`` runs before each slice of the
+    wait, and no slice is longer than ``interval`` seconds.
+
+    A job holding a lease passes one that renews the lease, so a long ``Retry-After`` (up to two
+    minutes) or a 5xx storm never outlasts it.
+    """
+
+    interval: float
+    callback: Callable[[], Awaitable[None]]
+
+
 class WorkOSClient:
     """Async WorkOS REST client bound to one base URL and API key.
 
@@ -114,13 +127,18 @@ class WorkOSClient:
         return User.model_validate(response.json())
 
     async def list_users(
-        self, *, after: str | None = None, limit: int = 100, order: str = "asc"
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        order: str = "asc",
+        keepalive: Keepalive | None = None,
     ) -> Page[User]:
         """One page of ``GET /user_management/users``, oldest first by default."""
         params: dict[str, str | int] = {"limit": limit, "order": order}
         if after:
             params["after"] = after
-        body = await self._json("/user_management/users", params)
+        body = await self._json("/user_management/users", params, keepalive)
         raw = list(body.get("data") or [])
         users = [User.model_validate(item) for item in raw]
         return Page(data=users, after=(body.get("list_metadata") or {}).get("after"), raw=raw)
@@ -132,11 +150,13 @@ class WorkOSClient:
         after: str | None = None,
         range_start: datetime | None = None,
         limit: int = 100,
+        keepalive: Keepalive | None = None,
     ) -> Page[dict[str, Any]]:
         """One page of ``GET /events`` for ``events``, in ascending order.
 
         Events are returned as raw dicts so the pipeline can keep the exact payload; parse them
         with `parse_event`. ``events`` is sent comma-joined, as WorkOS's OpenAPI spec encodes it.
+        ``Page.after`` is ``None`` on the last page.
         """
         params: dict[str, str | int] = {
             "events": ",".join(sorted(events)),
@@ -147,12 +167,14 @@ class WorkOSClient:
             params["after"] = after
         elif range_start is not None:
             params["range_start"] = range_start.isoformat().replace("+00:00", "Z")
-        body = await self._json("/events", params)
+        body = await self._json("/events", params, keepalive)
         raw = list(body.get("data") or [])
         return Page(data=raw, after=(body.get("list_metadata") or {}).get("after"), raw=raw)
 
-    async def _json(self, path: str, params: dict[str, str | int]) -> dict[str, Any]:
-        response = await self._request("GET", path, params=params)
+    async def _json(
+        self, path: str, params: dict[str, str | int], keepalive: Keepalive | None = None
+    ) -> dict[str, Any]:
+        response = await self._request("GET", path, params=params, keepalive=keepalive)
         assert response is not None
         body = response.json()
         if not isinstance(body, dict):
@@ -166,6 +188,7 @@ class WorkOSClient:
         *,
         params: dict[str, str | int] | None = None,
         allow_404: bool = False,
+        keepalive: Keepalive | None = None,
     ) -> httpx.Response | None:
         attempt = 0
         while True:
@@ -185,7 +208,7 @@ class WorkOSClient:
                     type(exc).__name__,
                     delay,
                 )
-                await self._sleep(delay)
+                await self._wait(delay, keepalive)
                 continue
             status = response.status_code
             if status < 400:
@@ -208,7 +231,20 @@ class WorkOSClient:
             logger.warning(
                 "WorkOS answered %s to %s %s; retrying in %.1fs", status, method, path, delay
             )
+            await self._wait(delay, keepalive)
+
+    async def _wait(self, delay: float, keepalive: Keepalive | None) -> None:
+        if keepalive is None:
             await self._sleep(delay)
+            return
+        remaining = delay
+        while True:
+            await keepalive.callback()
+            step = min(remaining, keepalive.interval)
+            await self._sleep(step)
+            remaining -= step
+            if remaining <= 0:
+                return
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("Retry-After")

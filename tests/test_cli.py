@@ -275,16 +275,65 @@ def test_plain_progress_lines_keep_the_last_count() -> None:
     assert "\r" not in stream.getvalue()
 
 
-def test_main_in_process_reports_a_missing_api_key(
+def test_commands_that_run_handlers_need_the_app(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("WORKOS_API_KEY", raising=False)
+    monkeypatch.delenv("AUTHKIT_APP", raising=False)
     monkeypatch.setenv("AUTHKIT_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    for command in ("sync-events", "backfill-users", "replay-failed"):
+        out, err = io.StringIO(), io.StringIO()
+        code = main([command], stdout=out, stderr=err)
+        assert code == ExitCode.USAGE, command
+        assert f"{command} needs --app MODULE:ATTRIBUTE" in err.getvalue()
+        assert "handlers run" in err.getvalue()
     out, err = io.StringIO(), io.StringIO()
-    code = main(["sync-events"], stdout=out, stderr=err)
-    assert code == ExitCode.CONFIGURATION
-    assert "no --app given" in err.getvalue()
-    assert "WORKOS_API_KEY is not set" in err.getvalue()
+    assert main(["status"], stdout=out, stderr=err) == ExitCode.OK  # reads only: no app needed
+    assert "ledger: failed 0, processed 0" in out.getvalue()
+
+
+def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
+    fake: FakeWorkOS, server: FakeWorkOSServer, app_dir: Path, database_url: str, engine: Engine
+) -> None:
+    env = cli_env(server, database_url)
+    user = fake.create_user()
+    organization = fake.add_event("organization.created", {"id": "org_01CLI", "name": "Acme"})
+    first = run_cli(app_dir, "--app", "cliapp:authkit", "sync-events", env=env)
+    assert first.returncode == 0, first.stderr
+
+    # A new release handles organization.created: its events so far were never asked for.
+    (app_dir / "cliapp2.py").write_text(
+        APP_MODULE
+        + textwrap.dedent(
+            """
+            @authkit.on("organization.created")
+            def on_organization(session: Session, event) -> None:
+                session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=utcnow()))
+            """
+        )
+    )
+    refused = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", env=env)
+    assert refused.returncode == ExitCode.FAILURE
+    assert "new: organization.created" in refused.stderr
+    assert "--from" in refused.stderr
+
+    bad = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", "--from", "soon", env=env)
+    assert bad.returncode == ExitCode.USAGE
+    assert "not an ISO 8601 datetime" in bad.stderr
+    since = user["created_at"]
+    caught_up = run_cli(
+        app_dir, "--app", "cliapp2:authkit", "--json", "sync-events", "--from", since, env=env
+    )
+    assert caught_up.returncode == 0, caught_up.stderr
+    summary = json.loads(caught_up.stdout)
+    assert (summary["processed"], summary["duplicates"]) == (1, 1)
+    assert summary["failed_event_ids"] == []
+    with Session(engine) as session:
+        assert session.get(WorkOSSyncState, f"org:{organization['id']}") is not None
+    assert organization["id"] == summary["cursor"]
+
+    again = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", "--reset-cursor", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "0 processed, 2 duplicates" in again.stdout
 
 
 def test_the_fake_workos_serves_from_its_own_process() -> None:

@@ -20,6 +20,7 @@ Changing users with `create_user`, `update_user` and `delete_user` appends the m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -125,7 +126,7 @@ class FakeWorkOS:
             self._users.append(user)
             self._live[user["id"]] = user
             self._log("user.created", user, stamp)
-            return dict(user)
+            return copy.deepcopy(user)
 
     def update_user(self, user_id: str, **fields: Any) -> dict[str, Any]:
         """Change fields of a live user, bump its ``updated_at`` and log ``user.updated``."""
@@ -137,7 +138,7 @@ class FakeWorkOS:
             user.update(fields)
             user["updated_at"] = factories.iso(stamp)
             self._log("user.updated", user, stamp)
-            return dict(user)
+            return copy.deepcopy(user)
 
     def delete_user(self, user_id: str) -> None:
         """Delete a live user and log ``user.deleted`` (with the full user object)."""
@@ -150,7 +151,7 @@ class FakeWorkOS:
     def add_event(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         """Log an event of any type (sessions, organizations...) without changing users."""
         with self._lock:
-            return dict(self._log(event_type, data, self._stamp()))
+            return copy.deepcopy(self._log(event_type, data, self._stamp()))
 
     def seed_users(self, count: int) -> None:
         """Create ``count`` users quickly (benchmarks), each with its ``user.created`` event."""
@@ -159,15 +160,15 @@ class FakeWorkOS:
 
     @property
     def users(self) -> list[dict[str, Any]]:
-        """The live users, oldest first (copies)."""
+        """The live users, oldest first (deep copies: changing them leaves the fake alone)."""
         with self._lock:
-            return [dict(u) for u in self._users.items if u["id"] in self._live]
+            return [copy.deepcopy(u) for u in self._users.items if u["id"] in self._live]
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """The whole events log, oldest first (copies)."""
+        """The whole events log, oldest first (deep copies: changing them leaves the fake alone)."""
         with self._lock:
-            return [dict(e) for e in self._events.items]
+            return [copy.deepcopy(e) for e in self._events.items]
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -305,11 +306,22 @@ class FakeWorkOS:
             start = next(
                 (i for i, e in enumerate(items) if _parse(e["created_at"]) >= since), len(items)
             )
-        page = [dict(e) for e in items[start:] if e["event"] in types][:limit]
+        # Walk from the cursor and copy only the page (a copy of the whole rest of the log per
+        # page made a long catch-up quadratic); one more match says whether a next page exists.
+        page: list[dict[str, Any]] = []
+        more = False
+        for index in range(start, len(items)):
+            if items[index]["event"] not in types:
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(copy.deepcopy(items[index]))
         return 200, {
             "object": "list",
             "data": page,
-            "list_metadata": {"after": page[-1]["id"] if page else None},
+            # As WorkOS: no `after` on the last page.
+            "list_metadata": {"after": page[-1]["id"] if page and more else None},
         }
 
     def _stamp(self) -> datetime:
@@ -321,7 +333,8 @@ class FakeWorkOS:
         return moment
 
     def _log(self, event_type: str, data: dict[str, Any], stamp: datetime) -> dict[str, Any]:
-        event = factories.event(event_type, dict(data), created_at=stamp)
+        # A deep copy: the log keeps the user as it was, however the live user changes later.
+        event = factories.event(event_type, copy.deepcopy(data), created_at=stamp)
         self._events.append(event)
         return event
 

@@ -21,7 +21,7 @@ The async fixtures run under anyio's pytest plugin: mark async tests with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,20 @@ def workos_authkit_options(
 
 
 @pytest.fixture
-def workos_authkit(workos_authkit_options: dict[str, Any]) -> Iterator[AuthKit]:
-    """An `AuthKit` wired to the fake WorkOS and a fresh database; its engine is disposed after."""
+async def workos_authkit(
+    workos_authkit_options: dict[str, Any], anyio_backend: Any
+) -> AsyncIterator[AuthKit]:
+    """An `AuthKit` wired to the fake WorkOS and a fresh database.
+
+    After the test it is shut down (poller, WorkOS and JWKS clients closed) and its engine
+    disposed.
+    """
     authkit = AuthKit(**workos_authkit_options)
-    yield authkit
-    authkit.engine.dispose()
+    try:
+        yield authkit
+    finally:
+        await authkit.shutdown()
+        authkit.engine.dispose()
 
 
 @pytest.fixture
