@@ -272,13 +272,8 @@ class ActionRegistry:
         return bool(self._handlers)
 
 
-def check_action_options(budget: float, unhandled: str, max_sync_handlers: int = 20) -> None:
-    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` /
-    ``max_sync_action_handlers`` values at construction."""
-    if isinstance(max_sync_handlers, bool) or not isinstance(max_sync_handlers, int):
-        raise ConfigurationError("max_sync_action_handlers must be a whole number.")
-    if max_sync_handlers < 1:
-        raise ConfigurationError("max_sync_action_handlers must be at least 1.")
+def check_action_options(budget: float, unhandled: str) -> None:
+    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` values at construction."""
     if not budget > 0:
         raise ConfigurationError("action_timeout must be a positive number of seconds.")
     if unhandled not in get_args(UnhandledActionPolicy):
@@ -301,6 +296,10 @@ class _Saturated(Exception):
     """Every sync handler slot is taken (already logged): answer 503 without running it."""
 
 
+MAX_SYNC_ACTION_HANDLERS = 20
+"""Sync Action handlers that may run at once per `AuthKit`, those past the timeout included."""
+
+
 class SyncHandlerSlots:
     """At most ``size`` sync Action handler threads at once, counting abandoned ones.
 
@@ -308,13 +307,17 @@ class SyncHandlerSlots:
     stopped, and it keeps its database connection until it returns. Its slot is therefore
     released by the thread itself when it really ends, not when the request gives up on it
     (unlike anyio's thread limiter, which hands the token back on abandon). When every slot is
-    taken, a new sync Action is refused at once with 503 instead of piling up threads.
+    taken, a new sync Action is refused at once with 503 instead of piling up threads. Each
+    `AuthKit` has one, ``authkit.sync_action_slots``; assign ``SyncHandlerSlots(n)`` before
+    serving to change the limit.
 
     A `threading.BoundedSemaphore` rather than an anyio `CapacityLimiter`: the release happens
     in the worker thread, and an anyio limiter may only be released from its event loop.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = MAX_SYNC_ACTION_HANDLERS) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError("SyncHandlerSlots needs a whole number of slots, at least 1.")
         self.size = size
         self._semaphore = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
@@ -539,7 +542,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     503: {
         "description": (
             "The database is unavailable, or every sync handler slot is taken "
-            "(max_sync_action_handlers); WorkOS applies its fallback."
+            "(MAX_SYNC_ACTION_HANDLERS); WorkOS applies its fallback."
         )
     },
     504: {"description": "The handler ran past action_timeout; WorkOS applies its fallback."},

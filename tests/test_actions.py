@@ -29,7 +29,11 @@ from fastapi_workos_authkit import (
     SignatureError,
     UserRegistrationAction,
 )
-from fastapi_workos_authkit.actions import sign_action_response
+from fastapi_workos_authkit.actions import (
+    MAX_SYNC_ACTION_HANDLERS,
+    SyncHandlerSlots,
+    sign_action_response,
+)
 from fastapi_workos_authkit.testing import (
     authentication_action,
     factories,
@@ -571,7 +575,9 @@ async def test_sync_handler_past_the_time_budget_answers_504_and_is_rolled_back(
 async def test_abandoned_sync_handlers_are_bounded_and_then_refused_with_503(
     make_kit: MakeKit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    authkit = make_kit(action_timeout=0.05, max_sync_action_handlers=2)
+    authkit = make_kit(action_timeout=0.05)
+    assert authkit.sync_action_slots.size == MAX_SYNC_ACTION_HANDLERS == 20
+    authkit.sync_action_slots = SyncHandlerSlots(2)
     release = threading.Event()
     calls: list[str] = []
 
@@ -928,13 +934,17 @@ def test_registration_errors(make_kit: MakeKit) -> None:
         {"action_timeout": 0},
         {"action_timeout": -1},
         {"unhandled_action": "maybe"},
-        {"max_sync_action_handlers": 0},
-        {"max_sync_action_handlers": 2.5},
     ],
 )
 def test_invalid_options_are_refused(make_kit: MakeKit, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         make_kit(**options)
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+def test_sync_handler_slots_need_a_whole_positive_number(size: Any) -> None:
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        SyncHandlerSlots(size)
 
 
 def test_deny_message_must_be_text() -> None:
