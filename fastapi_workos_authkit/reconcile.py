@@ -15,16 +15,17 @@ close those gaps, and every one of them goes through the same pipeline as a webh
 `sync_events` and `backfill_users` each hold a named lease row while they run, so with several
 app instances on one database at most one of each runs at a time; a crashed holder's lease
 expires after ``lease_ttl`` seconds.
+
+What the jobs report lives in `reconcile_results`, the poller in `poller`; both are re-exported
+here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +45,19 @@ from .errors import (
 from .events import SYNCED_EVENT_TYPES, User, parse_event
 from .lease import Lease, held
 from .pipeline import EventPipeline, Outcome, SyncSession, snapshot_event
+from .poller import EventsPoller
+from .reconcile_results import (
+    BackfillResult,
+    FailedEvent,
+    LeaseInfo,
+    Progress,
+    ProgressCallback,
+    PruneResult,
+    ReplayedEvent,
+    ReplayResult,
+    SyncEventsResult,
+    SyncStatus,
+)
 from .tables import (
     EventStatus,
     WorkOSEventRecord,
@@ -59,6 +73,28 @@ if TYPE_CHECKING:
     from .authkit import AuthKit
 
 logger = logging.getLogger("fastapi_workos_authkit")
+
+__all__ = [
+    "BackfillResult",
+    "EventTypesChangedError",
+    "EventsCursorExpiredError",
+    "EventsPoller",
+    "FailedEvent",
+    "LeaseInfo",
+    "Progress",
+    "ProgressCallback",
+    "PruneResult",
+    "ReplayResult",
+    "ReplayedEvent",
+    "SyncEventsResult",
+    "SyncStatus",
+    "backfill_users",
+    "event_types_in_play",
+    "prune",
+    "replay_failed",
+    "sync_events",
+    "sync_status",
+]
 
 T = TypeVar("T")
 
@@ -92,154 +128,6 @@ MIN_RETENTION = timedelta(days=3)
 """WorkOS retries a webhook for up to 3 days: ledger rows and tombstones must outlive that."""
 DEFAULT_RETENTION = timedelta(days=30)
 """The Events API keeps 30 days of events; keeping the ledger as long dedups all of them."""
-
-
-# -- results and progress ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress report, sent to the ``progress`` callback after every page or event batch.
-
-    ``total`` is known for `replay_failed` only (WorkOS list endpoints do not count).
-    """
-
-    job: str
-    done: int
-    total: int | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-
-ProgressCallback = Callable[[Progress], None]
-"""Called from the event loop with a `Progress`; keep it quick (print a line, update a bar)."""
-
-
-@dataclass
-class SyncEventsResult:
-    """What one `sync_events` run did.
-
-    ``ran`` is false when another instance holds the lease (``lease_holder`` says who).
-    ``failed`` events were recorded as failed in the ledger and the cursor moved past them:
-    `replay_failed` picks them up.
-    """
-
-    ran: bool = True
-    lease_holder: str | None = None
-    fetched: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    failed_event_ids: list[str] = field(default_factory=list)
-    effects: dict[str, int] = field(default_factory=dict)
-    started_after: str | None = None
-    cursor: str | None = None
-    event_types: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
-@dataclass
-class BackfillResult:
-    """What one `backfill_users` run did (``ran`` is false when another instance runs it)."""
-
-    ran: bool = True
-    lease_holder: str | None = None
-    pages: int = 0
-    seen: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    resumed_from: str | None = None
-    completed: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ReplayedEvent:
-    """One ledger event after a replay: its status now, attempts so far and last error."""
-
-    event_id: str
-    event_type: str
-    status: str
-    attempts: int
-    last_error: str | None
-
-
-@dataclass
-class ReplayResult:
-    """What one `replay_failed` run did."""
-
-    replayed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    events: list[ReplayedEvent] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
-@dataclass
-class PruneResult:
-    """How many rows `prune` deleted, and the cut-off times it used.
-
-    ``sync_position`` is the ``created_at`` of the event at the `sync_events` cursor (``None``
-    before the first sync): nothing from a later event was pruned, whatever the retention.
-    """
-
-    events_deleted: int = 0
-    tombstones_deleted: int = 0
-    events_before: str = ""
-    tombstones_before: str = ""
-    sync_position: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class FailedEvent:
-    """A failed ledger event, for `SyncStatus`."""
-
-    event_id: str
-    event_type: str
-    source: str
-    attempts: int
-    last_error: str | None
-    received_at: str
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    """A lease row: who holds it and until when; ``active`` is false once it expired."""
-
-    name: str
-    holder: str
-    acquired_at: str
-    expires_at: str
-    active: bool
-
-
-@dataclass
-class SyncStatus:
-    """The state of the sync: ledger counts by status, cursors, recent failures, leases."""
-
-    ledger: dict[str, int] = field(default_factory=dict)
-    users: int = 0
-    tombstones: int = 0
-    cursors: dict[str, str | None] = field(default_factory=dict)
-    last_failures: list[FailedEvent] = field(default_factory=list)
-    leases: list[LeaseInfo] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
 
 
 # -- small database helpers ----------------------------------------------------------------
@@ -902,64 +790,3 @@ async def sync_status(authkit: AuthKit, *, failures: int = 10) -> SyncStatus:
             )
 
     return await anyio.to_thread.run_sync(lambda: _guard_db(read))
-
-
-# -- the background poller -----------------------------------------------------------------
-
-
-class EventsPoller:
-    """Runs ``job`` (normally `sync_events`) every ``interval`` seconds until stopped.
-
-    A failing run is logged and retried at the next tick; `stop` wakes the loop, cancels a run in
-    progress (the cursor only ever points at committed events, so nothing is lost) and waits for
-    the task to end.
-    """
-
-    def __init__(self, job: Callable[[], Awaitable[object]], interval: float) -> None:
-        if interval <= 0:
-            raise ValueError("events_poll_interval must be a positive number of seconds")
-        self._job = job
-        self.interval = interval
-        self.runs = 0
-        """Completed runs, successful or not."""
-        self.failures = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._scope: anyio.CancelScope | None = None
-
-    @property
-    def running(self) -> bool:
-        """Whether the polling task is alive."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start polling in a task on the running event loop."""
-        if self.running:
-            return
-        self._stop = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="workos-poller")
-
-    async def stop(self) -> None:
-        """Stop polling and wait for the task to finish."""
-        if self._task is None:
-            return
-        self._stop.set()
-        # An anyio cancel (not a bare task.cancel()) so that a worker thread in the middle of an
-        # event finishes and commits first: anyio shields those waits, asyncio would not.
-        if self._scope is not None:
-            self._scope.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-
-    async def _loop(self) -> None:
-        with anyio.CancelScope() as self._scope:
-            while not self._stop.is_set():
-                try:
-                    await self._job()
-                except Exception as exc:
-                    self.failures += 1
-                    logger.warning("events poll failed (%s): %s", type(exc).__name__, exc)
-                self.runs += 1
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.interval)
