@@ -308,8 +308,8 @@ class SyncHandlerSlots:
     released by the thread itself when it really ends, not when the request gives up on it
     (unlike anyio's thread limiter, which hands the token back on abandon). When every slot is
     taken, a new sync Action is refused at once with 503 instead of piling up threads. Each
-    `AuthKit` has one, ``authkit.sync_action_slots``; assign ``SyncHandlerSlots(n)`` before
-    serving to change the limit.
+    `AuthKit` has one, ``authkit.sync_action_slots``, sized by its ``max_sync_action_handlers``
+    option.
 
     A `threading.BoundedSemaphore` rather than an anyio `CapacityLimiter`: the release happens
     in the worker thread, and an anyio limiter may only be released from its event loop.
@@ -317,7 +317,7 @@ class SyncHandlerSlots:
 
     def __init__(self, size: int = MAX_SYNC_ACTION_HANDLERS) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigurationError("SyncHandlerSlots needs a whole number of slots, at least 1.")
+            raise ConfigurationError("max_sync_action_handlers must be a whole number, at least 1.")
         self.size = size
         self._semaphore = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
@@ -542,7 +542,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     503: {
         "description": (
             "The database is unavailable, or every sync handler slot is taken "
-            "(MAX_SYNC_ACTION_HANDLERS); WorkOS applies its fallback."
+            "(max_sync_action_handlers); WorkOS applies its fallback."
         )
     },
     504: {"description": "The handler ran past action_timeout; WorkOS applies its fallback."},

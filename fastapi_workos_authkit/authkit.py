@@ -83,6 +83,10 @@ class AuthKit:
             the endpoint's fallback.
         unhandled_action: The verdict for an Action type with no handler, ``"deny"`` (default)
             or ``"allow"``; each such request is logged at WARNING.
+        max_sync_action_handlers: How many sync Action handlers may run at once (20), counting
+            those still running past ``action_timeout`` (a thread cannot be stopped). When all
+            are busy the endpoint answers 503 at once rather than pile up threads and database
+            connections.
         http_transport: The httpx transport for every call to WorkOS (REST and JWKS); tests pass
             a mock or an ASGI transport to a fake WorkOS.
         token_leeway: Clock skew tolerated on access-token ``exp``/``nbf``/``iat``, in seconds
@@ -124,6 +128,7 @@ class AuthKit:
         http_transport: httpx.AsyncBaseTransport | None = None,
         action_timeout: float = 5.0,
         unhandled_action: UnhandledActionPolicy = "deny",
+        max_sync_action_handlers: int = MAX_SYNC_ACTION_HANDLERS,
         token_leeway: float = 10.0,
         jwks_cache_ttl: float = 600.0,
         jwks_refetch_cooldown: float = 30.0,
@@ -165,9 +170,8 @@ class AuthKit:
         self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
         check_action_options(action_timeout, unhandled_action)
         self.action_timeout = float(action_timeout)
-        self.sync_action_slots = SyncHandlerSlots(MAX_SYNC_ACTION_HANDLERS)
-        """Bounds the sync Action handler threads, those past ``action_timeout`` included
-        (`MAX_SYNC_ACTION_HANDLERS`, 20); replace it with ``SyncHandlerSlots(n)`` to change."""
+        self.sync_action_slots = SyncHandlerSlots(max_sync_action_handlers)
+        """Bounds the sync Action handler threads, those past ``action_timeout`` included."""
         self.unhandled_action: UnhandledActionPolicy = unhandled_action
         self.action_handlers = ActionRegistry()
         self.token_options = TokenOptions(

@@ -31,7 +31,6 @@ from fastapi_workos_authkit import (
 )
 from fastapi_workos_authkit.actions import (
     MAX_SYNC_ACTION_HANDLERS,
-    SyncHandlerSlots,
     sign_action_response,
 )
 from fastapi_workos_authkit.testing import (
@@ -575,9 +574,8 @@ async def test_sync_handler_past_the_time_budget_answers_504_and_is_rolled_back(
 async def test_abandoned_sync_handlers_are_bounded_and_then_refused_with_503(
     make_kit: MakeKit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    authkit = make_kit(action_timeout=0.05)
-    assert authkit.sync_action_slots.size == MAX_SYNC_ACTION_HANDLERS == 20
-    authkit.sync_action_slots = SyncHandlerSlots(2)
+    assert make_kit().sync_action_slots.size == MAX_SYNC_ACTION_HANDLERS == 20
+    authkit = make_kit(action_timeout=0.05, max_sync_action_handlers=2)
     release = threading.Event()
     calls: list[str] = []
 
@@ -942,9 +940,11 @@ def test_invalid_options_are_refused(make_kit: MakeKit, options: dict[str, Any])
 
 
 @pytest.mark.parametrize("size", [0, -1, 2.5, True])
-def test_sync_handler_slots_need_a_whole_positive_number(size: Any) -> None:
+def test_max_sync_action_handlers_must_be_a_whole_positive_number(
+    make_kit: MakeKit, size: Any
+) -> None:
     with pytest.raises(ConfigurationError, match="at least 1"):
-        SyncHandlerSlots(size)
+        make_kit(max_sync_action_handlers=size)
 
 
 def test_deny_message_must_be_text() -> None:
