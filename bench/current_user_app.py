@@ -37,16 +37,19 @@ def _serve_jwks(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=JWKS)
 
 
-engine = make_engine(DATABASE_URL)
+# AuthKit builds its own engine from the URL, as an app following the quickstart does; that is
+# what lets "auto" read rows with the async reader on PostgreSQL. The hand-written dependency
+# below gets its own engine, as it would in an app without this package.
 authkit = AuthKit(
     client_id=CLIENT_ID,
-    engine=engine,
+    database_url=DATABASE_URL,
     http_transport=httpx.MockTransport(_serve_jwks),
     api_base_url="https://api.workos.com",
 )
 # How the user row is read: "auto" (the default), "async", "inline" or "thread".
 authkit.users.mode = os.environ.get("BENCH_USER_LOOKUP", "auto")  # type: ignore[assignment]
 app = FastAPI(lifespan=authkit.lifespan)
+engine = make_engine(DATABASE_URL)
 
 CurrentUser = Annotated[WorkOSUser, Depends(authkit.current_user)]
 
