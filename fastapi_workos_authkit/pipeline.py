@@ -25,8 +25,8 @@ from sqlalchemy import Engine, Table, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .database import begin_immediate, dialect_insert, unavailable_as_error
-from .errors import EventFailedError, HandlerError
+from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
+from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
 from .events import DeletedUser, Event, User
 from .handlers import HandlerRegistry, call_in_worker
 from .tables import EventStatus, WorkOSEventRecord, utcnow
@@ -179,7 +179,12 @@ class EventPipeline:
                     )
                 session.commit()
         except HandlerError as exc:
-            self._record_failure(event, payload, source, exc.__cause__ or exc)
+            cause = exc.__cause__ or exc
+            if is_unavailable(cause):
+                # The handler's own query met a database that is down: the same as any outage
+                # (503, retried), and there is no reaching the ledger to record it anyway.
+                raise DatabaseUnavailableError("The database is unavailable") from cause
+            self._record_failure(event, payload, source, cause)
             raise
         except SQLAlchemyError as exc:
             # A poison event (a value a column cannot hold, say): record it, so the Events API

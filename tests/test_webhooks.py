@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, func
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import (
@@ -281,3 +282,18 @@ async def test_a_huge_signature_timestamp_is_401(client: httpx.AsyncClient) -> N
     headers = {"WorkOS-Signature": f"t={'9' * 400}, v1={'a' * 64}"}
     response = await client.post("/workos/webhook", content=body, headers=headers)
     assert response.status_code == 401
+
+
+async def test_a_handler_meeting_a_database_outage_answers_503(
+    client: httpx.AsyncClient, authkit: AuthKit, engine: Engine
+) -> None:
+    @authkit.on("session.created")
+    def query_a_database_that_is_down(session: Session, event: Any) -> None:
+        # What a handler's query raises when the server has gone away mid-transaction.
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    payload = factories.session_created("user_01")
+    response = await deliver(client, payload)
+    assert response.status_code == 503
+    with Session(engine) as session:
+        assert session.get(WorkOSEventRecord, payload["id"]) is None  # an outage, not a failure
