@@ -24,11 +24,11 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlmodel import Session
 
-from .body import read_limited_body
 from .database import is_unavailable
-from .errors import ConfigurationError, InvalidEventError, SignatureError
+from .errors import ConfigurationError, InvalidEventError
 from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
-from .signatures import SIGNATURE_HEADER, compute_signature, verify_signature
+from .signatures import compute_signature
+from .signed_requests import JSON_BODY_DOC, SIGNATURE_HEADER_DOC, read_signed_json
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -569,46 +569,18 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
             "calls the app's handler for the action type, and answers its verdict signed with "
             "the same secret. Any non-2xx answer makes WorkOS apply the endpoint's fallback."
         ),
-        openapi_extra={
-            # Documented here rather than declared as a Header parameter: WorkOS waits on this
-            # route, and FastAPI's parameter machinery costs more per request than the checks.
-            "parameters": [
-                {
-                    "name": SIGNATURE_HEADER,
-                    "in": "header",
-                    "required": True,
-                    "description": "t=<ms>, v1=<hex HMAC-SHA256>",
-                    "schema": {"type": "string"},
-                }
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-        },
+        openapi_extra={"parameters": [SIGNATURE_HEADER_DOC], "requestBody": JSON_BODY_DOC},
     )
     async def decide_action(request: Request) -> Response:
         started = time.perf_counter()
-        workos_signature = request.headers.get(SIGNATURE_HEADER)
-        if not workos_signature:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "WorkOS-Signature header is missing")
-        body = await read_limited_body(request, authkit.settings.max_body_size)
-        try:
-            verify_signature(
-                body,
-                workos_signature,
-                secret,
-                tolerance=authkit.settings.action_tolerance,
-                now=authkit.clock,
-            )
-        except SignatureError as exc:
-            logger.warning("action refused: %s", exc)
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            logger.warning("action refused: the body is not valid JSON")
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "Body is not valid JSON") from None
+        payload = await read_signed_json(
+            request,
+            secret=secret,
+            tolerance=authkit.settings.action_tolerance,
+            max_body_size=authkit.settings.max_body_size,
+            clock=authkit.clock,
+            route="action",
+        )
         unknown = _unknown_action_type(payload)
         if unknown is not None:
             # A type WorkOS added after this release: no model, so no handler; apply the policy.
