@@ -137,6 +137,23 @@ def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     )
 
 
+def _ledger_row(
+    event: Event[Any], payload: dict[str, Any], source: str, status: EventStatus
+) -> dict[str, Any]:
+    """A first-attempt ledger row for ``event``."""
+    return {
+        "id": event.id,
+        "event_type": event.event,
+        "subject_id": subject_of(event),
+        "source": source,
+        "status": status.value,
+        "attempts": 1,
+        "event_created_at": event.created_at,
+        "received_at": utcnow(),
+        "payload": payload,
+    }
+
+
 class EventPipeline:
     """Processes events exactly once each, in one transaction with the app's handlers."""
 
@@ -226,21 +243,10 @@ class EventPipeline:
         # The row says "processed" at once: nobody sees it before we commit, and if a handler
         # fails the whole transaction rolls back and the failure is recorded separately.
         table = _ledger()
-        now = utcnow()
+        row = _ledger_row(event, payload, source, EventStatus.PROCESSED)
         inserted = session.execute(
             dialect_insert(session, table)
-            .values(
-                id=event.id,
-                event_type=event.event,
-                subject_id=subject_of(event),
-                source=source,
-                status=EventStatus.PROCESSED.value,
-                attempts=1,
-                event_created_at=event.created_at,
-                received_at=now,
-                processed_at=now,
-                payload=payload,
-            )
+            .values(**row, processed_at=row["received_at"])
             .on_conflict_do_nothing(index_elements=["id"])
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
             .returning(table.c.id)
@@ -301,16 +307,7 @@ class EventPipeline:
         try:
             with Session(self._engine()) as session:
                 statement = dialect_insert(session, table).values(
-                    id=event.id,
-                    event_type=event.event,
-                    subject_id=subject_of(event),
-                    source=source,
-                    status=EventStatus.FAILED.value,
-                    attempts=1,
-                    last_error=error,
-                    event_created_at=event.created_at,
-                    received_at=utcnow(),
-                    payload=payload,
+                    **_ledger_row(event, payload, source, EventStatus.FAILED), last_error=error
                 )
                 # Never overwrite a success: a concurrent delivery may have processed it meanwhile.
                 session.execute(
