@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from .errors import DatabaseUnavailableError
 from .tables import TABLES
+
+logger = logging.getLogger("fastapi_workos_authkit")
 
 
 def normalise_url(url: str) -> str:
@@ -62,6 +65,22 @@ def begin_immediate(_session: Any, _transaction: Any, connection: Connection) ->
     """
     if connection.dialect.name == "sqlite" and not connection.in_nested_transaction():
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def refresh_statistics(engine: Engine, table: Table) -> None:
+    """Run ``ANALYZE`` on ``table`` (PostgreSQL only; a no-op elsewhere or without privileges).
+
+    A bulk load into a fresh table outruns autovacuum: the planner still believes the table is
+    tiny and turns primary-key lookups into sequential scans, so every page costs more than the
+    last. A backfill calls this as the table grows.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'ANALYZE "{table.name}"')
+    except SQLAlchemyError as exc:
+        logger.debug("could not ANALYZE %s: %s", table.name, type(exc).__name__)
 
 
 def create_tables(engine: Engine) -> None:

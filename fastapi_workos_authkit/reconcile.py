@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
-from .database import dialect_insert, unavailable_as_error
+from .database import dialect_insert, refresh_statistics, unavailable_as_error
 from .errors import (
     AuthKitError,
     DatabaseUnavailableError,
@@ -66,8 +67,8 @@ from .tables import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
-from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_users
-from .workos_api import Keepalive, WorkOSAPIError
+from .user_table import HANDLERS_FOR_EFFECT, USERS, Effect, apply_users
+from .workos_api import Keepalive, Page, WorkOSAPIError
 
 if TYPE_CHECKING:
     from .authkit import AuthKit
@@ -487,6 +488,51 @@ def _apply_page(
     return effects
 
 
+# Pages after which a backfill refreshes the users table's statistics: powers of four, so a
+# million users cost ten ANALYZE runs.
+_ANALYZE_AFTER_PAGES = frozenset(4**n for n in range(12))
+
+
+@asynccontextmanager
+async def _prefetching(
+    fetch: Callable[[str | None], Awaitable[Page[User]]], after: str | None
+) -> AsyncIterator[MemoryObjectReceiveStream[Page[User]]]:
+    """The pages of a listing, each fetched while the caller still works on the one before.
+
+    Fetching and applying overlap, and they are most of a backfill's time; at most two pages
+    wait in memory. A failure on either side cancels the other and is raised as itself, as a
+    plain loop would raise it (the CLI maps `WorkOSAPIError`, `HandlerError` and so on).
+    """
+    send, receive = anyio.create_memory_object_stream[Page[User]](1)
+
+    async def produce() -> None:
+        cursor = after
+        async with send:
+            while True:
+                page = await fetch(cursor)
+                await send.send(page)
+                if not page.data or page.after is None:
+                    return
+                cursor = page.data[-1].id
+
+    try:
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(produce)
+            yield receive
+    except BaseExceptionGroup as errors:
+        raise _first_failure(errors) from None
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    cancelled = anyio.get_cancelled_exc_class()
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_failure(error)
+        if not isinstance(error, cancelled):
+            return error
+    return group.exceptions[0]
+
+
 async def backfill_users(
     authkit: AuthKit,
     *,
@@ -523,42 +569,46 @@ async def backfill_users(
         if not restart:
             cursor = await anyio.to_thread.run_sync(_read_state, engine, USERS_CURSOR)
         result.resumed_from = cursor
-        while True:
-            page = await api.list_users(
-                after=cursor, limit=PAGE_SIZE, order="asc", keepalive=keepalive
-            )
-            await renew()  # before the page, which may run slow handlers
-            if page.data:
-                cursor = page.data[-1].id
-                effects = await anyio.to_thread.run_sync(
-                    partial(
-                        _apply_page,
-                        authkit.pipeline,
-                        lease,
-                        page.data,
-                        run_handlers=run_handlers,
-                        cursor=cursor,
-                    )
-                )
-                result.pages += 1
-                result.seen += len(page.data)
-                result.inserted += effects[Effect.INSERTED]
-                result.updated += effects[Effect.UPDATED]
-                result.unchanged += effects[Effect.UNCHANGED]
-                if progress is not None:
-                    progress(
-                        Progress(
-                            "backfill-users",
-                            result.seen,
-                            counts={
-                                "inserted": result.inserted,
-                                "updated": result.updated,
-                                "unchanged": result.unchanged,
-                            },
+        async with _prefetching(
+            lambda after: api.list_users(
+                after=after, limit=PAGE_SIZE, order="asc", keepalive=keepalive
+            ),
+            cursor,
+        ) as pages:
+            async for page in pages:
+                await renew()  # before the page, which may run slow handlers
+                if page.data:
+                    cursor = page.data[-1].id
+                    effects = await anyio.to_thread.run_sync(
+                        partial(
+                            _apply_page,
+                            authkit.pipeline,
+                            lease,
+                            page.data,
+                            run_handlers=run_handlers,
+                            cursor=cursor,
                         )
                     )
-            if not page.data or page.after is None:
-                break
+                    result.pages += 1
+                    if result.pages in _ANALYZE_AFTER_PAGES:
+                        # The table grows fast: keep the planner's row counts honest.
+                        await anyio.to_thread.run_sync(refresh_statistics, engine, USERS)
+                    result.seen += len(page.data)
+                    result.inserted += effects[Effect.INSERTED]
+                    result.updated += effects[Effect.UPDATED]
+                    result.unchanged += effects[Effect.UNCHANGED]
+                    if progress is not None:
+                        progress(
+                            Progress(
+                                "backfill-users",
+                                result.seen,
+                                counts={
+                                    "inserted": result.inserted,
+                                    "updated": result.updated,
+                                    "unchanged": result.unchanged,
+                                },
+                            )
+                        )
         result.completed = True
         now = _clock(authkit)().isoformat()
         await anyio.to_thread.run_sync(

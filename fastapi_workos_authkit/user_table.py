@@ -17,7 +17,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, update
+from sqlalchemy import BindParameter, String, Table, any_, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
 
 from .database import dialect_insert, lock_subjects
@@ -44,9 +45,20 @@ HANDLERS_FOR_EFFECT = {
 USERS: Table = WorkOSUser.__table__  # type: ignore[attr-defined]
 TOMBSTONES: Table = WorkOSUserTombstone.__table__  # type: ignore[attr-defined]
 
+# SQLite: an IN list. PostgreSQL: one array parameter, "= ANY(:ids)". psycopg prepares a
+# statement run often, and PostgreSQL then reuses a generic plan; an IN list of 100 parameters
+# first planned on an empty table keeps its sequential scan as the table grows (a 100,000-user
+# backfill went quadratic), while "= ANY(array)" plans as an index lookup.
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
-_TOMBSTONED = select(TOMBSTONES.c.user_id).where(TOMBSTONES.c.user_id.in_(_IDS))
-_STORED = select(USERS.c.id, USERS.c.updated_at).where(USERS.c.id.in_(_IDS))
+_ID_ARRAY: BindParameter[Any] = bindparam("ids", type_=postgresql.ARRAY(String))
+_TOMBSTONED = {
+    "sqlite": select(TOMBSTONES.c.user_id).where(TOMBSTONES.c.user_id.in_(_IDS)),
+    "postgresql": select(TOMBSTONES.c.user_id).where(TOMBSTONES.c.user_id == any_(_ID_ARRAY)),
+}
+_STORED = {
+    "sqlite": select(USERS.c.id, USERS.c.updated_at).where(USERS.c.id.in_(_IDS)),
+    "postgresql": select(USERS.c.id, USERS.c.updated_at).where(USERS.c.id == any_(_ID_ARRAY)),
+}
 _UPDATE = (
     update(USERS)
     .where(USERS.c.id == bindparam("b_id"))
@@ -88,9 +100,11 @@ def apply_users(session: Session, users: list[User]) -> list[Effect]:
     if not ids:
         return []
     lock_subjects(session, ids)
-    tombstoned = set(session.execute(_TOMBSTONED, {"ids": ids}).scalars())
+    dialect = session.get_bind().dialect.name
+    tombstoned = set(session.execute(_TOMBSTONED[dialect], {"ids": ids}).scalars())
     stored: dict[str, datetime] = {
-        user_id: updated_at for user_id, updated_at in session.execute(_STORED, {"ids": ids})
+        user_id: updated_at
+        for user_id, updated_at in session.execute(_STORED[dialect], {"ids": ids})
     }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []

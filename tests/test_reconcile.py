@@ -630,3 +630,23 @@ async def test_fake_users_endpoints(fake: FakeWorkOS) -> None:
         assert [u.id for u in newest_first.data] == [third["id"], first["id"]]
         with pytest.raises(WorkOSAPIError, match="422"):
             await client.list_users(limit=101)
+
+
+async def test_backfill_keeps_postgresql_statistics_current(
+    kit: AuthKit, fake: FakeWorkOS, engine: Engine
+) -> None:
+    """A bulk load outruns autovacuum; without fresh row counts PostgreSQL turns the page's
+    primary-key lookups into sequential scans and each page costs more than the last."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("ANALYZE is PostgreSQL's")
+    fake.seed_users(250)
+    result = await kit.backfill_users(run_handlers=False)
+    assert result.inserted == 250
+    with engine.connect() as connection:
+        analyzed = connection.execute(
+            text(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                "WHERE relname = 'workos_users' AND schemaname = current_schema()"
+            )
+        ).scalar_one()
+    assert analyzed
