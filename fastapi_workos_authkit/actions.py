@@ -28,7 +28,12 @@ from .database import is_unavailable
 from .errors import ConfigurationError, InvalidEventError
 from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
 from .signatures import compute_signature
-from .signed_requests import JSON_BODY_DOC, SIGNATURE_HEADER_DOC, read_signed_json
+from .signed_requests import (
+    JSON_BODY_DOC,
+    SIGNATURE_HEADER_DOC,
+    SIGNED_REQUEST_ERRORS,
+    read_signed_json,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -536,8 +541,7 @@ def _log_timeout(action: Action, budget: float) -> None:
 
 _ERRORS: dict[int | str, dict[str, str]] = {
     400: {"description": "The body verified but is not a valid Action request."},
-    401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
-    413: {"description": "The body is larger than the configured limit."},
+    **SIGNED_REQUEST_ERRORS,
     500: {"description": "The handler raised or returned no verdict; WorkOS applies its fallback."},
     503: {
         "description": (

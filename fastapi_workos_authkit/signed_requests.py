@@ -29,6 +29,12 @@ SIGNATURE_HEADER_DOC: dict[str, Any] = {
 """The header, for ``openapi_extra``. It is read from the request rather than declared as a
 FastAPI ``Header`` parameter: the parameter machinery costs more per request than the checks."""
 
+SIGNED_REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
+    413: {"description": "The body is larger than the configured limit."},
+}
+"""The answers `read_signed_json` gives, for a route's ``responses``."""
+
 JSON_BODY_DOC: dict[str, Any] = {
     "required": True,
     "content": {"application/json": {"schema": {"type": "object"}}},

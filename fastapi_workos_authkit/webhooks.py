@@ -14,7 +14,12 @@ from pydantic import BaseModel
 
 from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
 from .events import parse_event
-from .signed_requests import JSON_BODY_DOC, SIGNATURE_HEADER_DOC, read_signed_json
+from .signed_requests import (
+    JSON_BODY_DOC,
+    SIGNATURE_HEADER_DOC,
+    SIGNED_REQUEST_ERRORS,
+    read_signed_json,
+)
 
 if TYPE_CHECKING:
     from .authkit import AuthKit
@@ -31,8 +36,7 @@ class WebhookAck(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, str]] = {
     400: {"description": "The body verified but is not a valid WorkOS event."},
-    401: {"description": "Signature missing or invalid, or timestamp outside the tolerance."},
-    413: {"description": "The body is larger than the configured limit."},
+    **SIGNED_REQUEST_ERRORS,
     500: {
         "description": "An app handler raised (or the event could not be stored); nothing was "
         "committed, the failure is in the ledger, and WorkOS will retry."

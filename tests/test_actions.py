@@ -538,7 +538,9 @@ async def test_async_handler_past_the_time_budget_answers_504_and_writes_nothing
 async def test_sync_handler_past_the_time_budget_answers_504_and_is_rolled_back(
     make_kit: MakeKit, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    authkit = make_kit(action_timeout=0.05)
+    # Long enough for the handler's thread to start before the request gives up, even on a
+    # loaded machine: this test is about a handler that runs and is then abandoned.
+    authkit = make_kit(action_timeout=1.0)
     release = threading.Event()
     rolled_back = threading.Event()
 
@@ -575,7 +577,9 @@ async def test_abandoned_sync_handlers_are_bounded_and_then_refused_with_503(
     make_kit: MakeKit, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert make_kit().sync_action_slots.size == MAX_SYNC_ACTION_HANDLERS == 20
-    authkit = make_kit(action_timeout=0.05, max_sync_action_handlers=2)
+    # Long enough for each handler's thread to start before its request gives up, even on a
+    # loaded machine (a thread that never started gives its slot back at once).
+    authkit = make_kit(action_timeout=1.0, max_sync_action_handlers=2)
     release = threading.Event()
     calls: list[str] = []
 
