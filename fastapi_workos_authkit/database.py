@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +19,8 @@ from .errors import DatabaseUnavailableError
 from .tables import TABLES
 
 logger = logging.getLogger("fastapi_workos_authkit")
+
+T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -140,6 +142,12 @@ def unavailable_as_error() -> Iterator[None]:
         lines = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
         reason = lines[0] if lines else type(exc).__name__
         raise DatabaseUnavailableError(f"The database is unavailable: {reason}") from exc
+
+
+def guarded(work: Callable[[], T]) -> T:
+    """Run ``work`` under `unavailable_as_error` (for jobs that open their own sessions)."""
+    with unavailable_as_error():
+        return work()
 
 
 def is_unavailable(exc: BaseException) -> bool:

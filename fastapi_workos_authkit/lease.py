@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,13 +21,11 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from .database import dialect_insert, unavailable_as_error
+from .database import dialect_insert, guarded
 from .errors import AuthKitError, DatabaseUnavailableError
 from .tables import WorkOSLease
 
 logger = logging.getLogger("fastapi_workos_authkit")
-
-T = TypeVar("T")
 
 
 def _utcnow() -> datetime:
@@ -103,7 +100,7 @@ class Lease:
                     return None
                 return holder
 
-        return _guarded(take)
+        return guarded(take)
 
     def renewal_due(self) -> bool:
         """Whether a third of ``ttl`` has passed since the lease was taken or last renewed."""
@@ -122,7 +119,7 @@ class Lease:
                 self.hold_in(session)
                 session.commit()
 
-        _guarded(extend)
+        guarded(extend)
 
     def hold_in(self, session: Session) -> None:
         """Check that the lease is still ours and push its expiry, inside ``session``'s transaction.
@@ -159,7 +156,7 @@ class Lease:
                 )
                 session.commit()
 
-        _guarded(drop)
+        guarded(drop)
 
 
 @asynccontextmanager
@@ -178,8 +175,3 @@ async def held(lease: Lease) -> AsyncIterator[str | None]:
                 await anyio.to_thread.run_sync(lease.release)
             except DatabaseUnavailableError:
                 logger.warning("could not release the %r lease; it will expire", lease.name)
-
-
-def _guarded(work: Callable[[], T]) -> T:
-    with unavailable_as_error():
-        return work()

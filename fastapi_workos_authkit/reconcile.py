@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -36,7 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
-from .database import dialect_insert, refresh_statistics, unavailable_as_error
+from .database import dialect_insert, guarded, refresh_statistics
 from .errors import (
     AuthKitError,
     DatabaseUnavailableError,
@@ -97,8 +97,6 @@ __all__ = [
     "sync_status",
 ]
 
-T = TypeVar("T")
-
 
 class EventTypesChangedError(AuthKitError):
     """`sync_events` was asked for other event types than those its cursor was advanced for.
@@ -134,11 +132,6 @@ DEFAULT_RETENTION = timedelta(days=30)
 # -- small database helpers ----------------------------------------------------------------
 
 
-def _guard_db(work: Callable[[], T]) -> T:
-    with unavailable_as_error():
-        return work()
-
-
 def _write_state(session: Session, key: str, value: str | None) -> None:
     table = WorkOSSyncState.__table__  # type: ignore[attr-defined]
     statement = dialect_insert(session, table).values(key=key, value=value, updated_at=_utcnow())
@@ -156,7 +149,7 @@ def _read_state(engine: Engine, key: str) -> str | None:
             row = session.get(WorkOSSyncState, key)
             return row.value if row is not None else None
 
-    return _guard_db(read)
+    return guarded(read)
 
 
 def _utcnow() -> datetime:
@@ -207,7 +200,7 @@ def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
             session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
             session.commit()
 
-    _guard_db(record)
+    guarded(record)
 
 
 def _is_recorded(engine: Engine, event_id: str) -> bool:
@@ -215,7 +208,7 @@ def _is_recorded(engine: Engine, event_id: str) -> bool:
         with Session(engine) as session:
             return session.get(WorkOSEventRecord, event_id) is not None
 
-    return _guard_db(check)
+    return guarded(check)
 
 
 def _read_states(engine: Engine, keys: tuple[str, ...]) -> dict[str, str | None]:
@@ -225,7 +218,7 @@ def _read_states(engine: Engine, keys: tuple[str, ...]) -> dict[str, str | None]
             found = {row.key: row.value for row in rows}
             return {key: found.get(key) for key in keys}
 
-    return _guard_db(read)
+    return guarded(read)
 
 
 def _save_under_lease(lease: Lease, values: Mapping[str, str | None]) -> None:
@@ -238,7 +231,7 @@ def _save_under_lease(lease: Lease, values: Mapping[str, str | None]) -> None:
                 _write_state(session, key, value)
             session.commit()
 
-    _guard_db(save)
+    guarded(save)
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -484,7 +477,7 @@ def _apply_page(
             lease.hold_in(session)
             session.commit()
 
-    _guard_db(apply)
+    guarded(apply)
     return effects
 
 
@@ -632,7 +625,7 @@ def _failed_ids(engine: Engine, limit: int | None) -> list[str]:
                 query = query.limit(limit)
             return list(session.exec(query).all())
 
-    return _guard_db(load)
+    return guarded(load)
 
 
 def _replay_one(authkit: AuthKit, event_id: str) -> ReplayedEvent | None:
@@ -642,7 +635,7 @@ def _replay_one(authkit: AuthKit, event_id: str) -> ReplayedEvent | None:
         with Session(engine, expire_on_commit=False) as session:
             return session.get(WorkOSEventRecord, event_id)
 
-    record = _guard_db(load)
+    record = guarded(load)
     if record is None:  # pruned meanwhile
         return None
     if record.status == EventStatus.FAILED:
@@ -653,7 +646,7 @@ def _replay_one(authkit: AuthKit, event_id: str) -> ReplayedEvent | None:
         else:
             with suppress(EventFailedError):
                 authkit.pipeline.process(event, record.payload, source="replay")
-    after = _guard_db(load)
+    after = guarded(load)
     if after is None:
         return None
     return ReplayedEvent(
@@ -675,7 +668,7 @@ def _bump_failure(engine: Engine, event_id: str, error: str) -> None:
             )
             session.commit()
 
-    _guard_db(bump)
+    guarded(bump)
 
 
 async def replay_failed(
@@ -782,7 +775,7 @@ async def prune(
                 sync_position=position.isoformat() if position is not None else None,
             )
 
-    return await anyio.to_thread.run_sync(lambda: _guard_db(run))
+    return await anyio.to_thread.run_sync(lambda: guarded(run))
 
 
 # -- status --------------------------------------------------------------------------------
@@ -839,4 +832,4 @@ async def sync_status(authkit: AuthKit, *, failures: int = 10) -> SyncStatus:
                 ],
             )
 
-    return await anyio.to_thread.run_sync(lambda: _guard_db(read))
+    return await anyio.to_thread.run_sync(lambda: guarded(read))
