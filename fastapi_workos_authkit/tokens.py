@@ -81,7 +81,7 @@ Lax validation would read ``"9999999999"`` or ``true`` as a time; RFC 7519 §2 s
 """
 
 
-class JWKSDocumentError(AuthKitError):
+class _JWKSDocumentError(Exception):
     """A JWKS response could not be used: not JSON, no ``keys`` list, or no usable key.
 
     Raised inside the key source only; a refresh that meets it is logged and counted as failed.
@@ -91,7 +91,7 @@ class JWKSDocumentError(AuthKitError):
 class _SkippedEntry(Exception):
     """One JWKS entry that yields no RS256 key; ``broken`` when it claims to be one."""
 
-    def __init__(self, kid: str, reason: str, *, broken: bool) -> None:
+    def __init__(self, kid: str | None, reason: str, *, broken: bool) -> None:
         super().__init__(reason)
         self.kid = kid
         self.reason = reason
@@ -101,20 +101,20 @@ class _SkippedEntry(Exception):
 # A JWK's n and e (RFC 7518 §6.3.1): base64url. The document comes from WorkOS, not a client, so
 # padding is tolerated here; other characters would be silently dropped by python-jose's decoder.
 _JWK_NUMBER = re.compile(r"[A-Za-z0-9_-]+={0,2}")
-_MAX_LOGGED_KID = 64  # a kid is logged to say which entry; bound what a broken entry can print
+_MAX_LOGGED_KID = 64  # a kid is logged (repr) to say which entry; bound what an entry can print
 
 
 def _read_entry(entry: object) -> tuple[str, Key]:
     """The ``(kid, key)`` of one JWKS entry, or `_SkippedEntry` saying why it has none.
 
-    Only the public members ``n`` and ``e`` are handed to python-jose, as strings of canonical
-    base64url checked here: given anything else it raises ``TypeError`` or ``ValueError`` from
-    deep inside, and given a private member (``d``) it would build a private key.
+    Only the public members ``n`` and ``e`` are handed to python-jose, as base64url strings
+    checked here: given anything else it raises ``TypeError`` or ``ValueError`` from deep
+    inside, and given a private member (``d``) it would build a private key.
     """
     if not isinstance(entry, dict):
-        raise _SkippedEntry("?", "the entry is not a JSON object", broken=True)
+        raise _SkippedEntry(None, "the entry is not a JSON object", broken=True)
     raw_kid = entry.get("kid")
-    kid = raw_kid[:_MAX_LOGGED_KID] if isinstance(raw_kid, str) else "?"
+    kid = raw_kid[:_MAX_LOGGED_KID] if isinstance(raw_kid, str) else None
     if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
         raise _SkippedEntry(kid, "not an RSA signing key", broken=False)
     if entry.get("alg", ALGORITHM) != ALGORITHM:
@@ -336,10 +336,10 @@ class JWKSKeySource:
             self._attempted_at = now
             try:
                 keys = await self._fetch()
-            except (httpx.HTTPError, JWKSDocumentError) as exc:
-                reason = str(exc) if isinstance(exc, JWKSDocumentError) else type(exc).__name__
+            except (httpx.HTTPError, _JWKSDocumentError) as exc:
+                reason = str(exc) if isinstance(exc, _JWKSDocumentError) else type(exc).__name__
                 logger.warning(
-                    "could not refresh the JWKS from %s (%s); %s",
+                    "could not fetch the JWKS from %s (%s); %s",
                     self.url,
                     reason,
                     f"keeping {len(self._keys)} cached key(s)" if self._keys else "no key cached",
@@ -384,15 +384,15 @@ class JWKSKeySource:
         """The usable RS256 keys of a JWKS document, entry by entry.
 
         Raises:
-            JWKSDocumentError: the document is not a JWKS, or holds no usable key.
+            _JWKSDocumentError: the document is not a JWKS, or holds no usable key.
         """
         try:
             body = json.loads(content.decode("utf-8"))
         except (ValueError, RecursionError):
             # ValueError: not UTF-8, or not JSON. RecursionError: nested too deep to parse.
-            raise JWKSDocumentError("the response is not a JSON document") from None
+            raise _JWKSDocumentError("the response is not a JSON document") from None
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-            raise JWKSDocumentError("the response has no 'keys' list")
+            raise _JWKSDocumentError("the response has no 'keys' list")
         keys: dict[str, Key] = {}
         for position, entry in enumerate(body["keys"]):
             try:
@@ -402,7 +402,7 @@ class JWKSKeySource:
                 # Either way the other entries are kept, so one bad entry never blocks rotation.
                 logger.log(
                     logging.WARNING if skipped.broken else logging.DEBUG,
-                    "skipping JWKS entry %d (kid %s) from %s: %s",
+                    "skipping JWKS entry %d (kid %r) from %s: %s",
                     position,
                     skipped.kid,
                     self.url,
@@ -411,7 +411,7 @@ class JWKSKeySource:
                 continue
             keys[kid] = key
         if not keys:
-            raise JWKSDocumentError("the document holds no usable RS256 signing key")
+            raise _JWKSDocumentError("the document holds no usable RS256 signing key")
         return keys
 
     async def aclose(self) -> None:

@@ -359,7 +359,7 @@ async def test_start_up_with_a_broken_jwks_warns_and_completes(
     else:
         endpoint.serve(broken_entries(tokens.key.kid, tokens.key)[broken])
     async with running(authkit) as client:  # start-up completes
-        assert warnings_from(caplog, "could not refresh the JWKS")
+        assert warnings_from(caplog, "could not fetch the JWKS")
         # No key was ever fetched: 503, as for WorkOS being down; never a 500.
         response = await get_claims(client, tokens.mint("user_01A"))
         assert response.status_code == 503, response.text
@@ -392,7 +392,7 @@ async def test_an_unknown_kid_with_a_broken_jwks_is_401_and_cached_keys_are_kept
         response = await get_claims(client, tokens.mint("user_01A", key=rotated))
         assert_invalid_token(response, "unknown key")
         assert endpoint.requests == before + 1
-        assert warnings_from(caplog, "could not refresh the JWKS")
+        assert warnings_from(caplog, "could not fetch the JWKS")
         # The cached key is still served.
         assert (await get_claims(client, tokens.mint("user_01B"))).json() == {"sub": "user_01B"}
 
@@ -419,7 +419,7 @@ async def test_a_background_refresh_of_a_broken_jwks_leaks_no_exception(
         with anyio.fail_after(10):
             await anyio.wait_all_tasks_blocked()
         assert not source.refreshing
-        assert warnings_from(caplog, "could not refresh the JWKS")
+        assert warnings_from(caplog, "could not fetch the JWKS")
         # Served stale: the refresh failed, the cached key is kept.
         assert (await get_claims(client, tokens.mint("user_01B"))).status_code == 200
     del source
@@ -466,7 +466,27 @@ async def test_a_broken_entry_at_start_up_leaves_the_good_keys_usable(
         assert (await get_claims(client, tokens.mint("user_01A"))).status_code == 200
     skipped = warnings_from(caplog, "skipping JWKS entry")
     assert [r.getMessage().split(" from ")[0] for r in skipped] == [
-        "skipping JWKS entry 0 (kid ?)",
-        "skipping JWKS entry 1 (kid ?)",
+        "skipping JWKS entry 0 (kid None)",
+        "skipping JWKS entry 1 (kid None)",
     ]
     assert endpoint.requests == 1
+
+
+@pytest.mark.anyio
+async def test_a_jwks_failure_nobody_foresaw_still_only_warns_at_start_up(
+    engine: Engine, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_transport(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a transport that fails in a way httpx does not wrap")
+
+    authkit = AuthKit(
+        client_id=CLIENT_ID,
+        api_base_url=BASE,
+        engine=engine,
+        clock=clock,
+        http_transport=httpx.MockTransport(broken_transport),
+    )
+    async with running(authkit) as client:  # start-up completes
+        (warning,) = warnings_from(caplog, "the JWKS refresh from")
+        assert warning.exc_info is not None  # unforeseen: the traceback is kept, at WARNING
+        assert (await client.get("/claims")).status_code == 401  # no token: no key needed
