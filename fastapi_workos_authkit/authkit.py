@@ -379,7 +379,7 @@ class AuthKit:
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
             self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
-            self.events_poller.start()
+            await self.events_poller.start()
         if self.settings.client_id:
             # Warm the signing keys so the first request does not wait; a failure only warns
             # (the app starts, and the keys are fetched on the first token instead).
