@@ -2,9 +2,11 @@
 
 from .actions import (
     ActionResponse,
+    ActionSession,
     ActionVerdict,
     AuthenticationAction,
     Invitation,
+    SessionOnLoopError,
     SignedActionResponse,
     UserData,
     UserRegistrationAction,
@@ -36,6 +38,7 @@ from .user_table import Effect
 __all__ = [
     "AccessTokenClaims",
     "ActionResponse",
+    "ActionSession",
     "ActionVerdict",
     "AuthKit",
     "AuthKitError",
@@ -54,6 +57,7 @@ __all__ = [
     "LeaseLostError",
     "Organization",
     "OrganizationMembership",
+    "SessionOnLoopError",
     "SignatureError",
     "SignedActionResponse",
     "User",

@@ -8,6 +8,7 @@ verdict on the app's behalf.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -16,7 +17,17 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    TypeAlias,
+    TypeVar,
+    get_args,
+)
 
 import anyio
 import anyio.to_thread
@@ -25,7 +36,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlmodel import Session
 
 from .database import is_unavailable
-from .errors import ConfigurationError, InvalidEventError
+from .errors import AuthKitError, ConfigurationError, InvalidEventError
 from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
 from .signatures import compute_signature
 from .signed_requests import (
@@ -250,6 +261,80 @@ class SignedActionResponse(BaseModel):
 ActionHandler = Callable[[Session, Any, ActionResponse], Any]
 """``(session, action, response) -> ActionVerdict``, sync or async."""
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SessionOnLoopError(AuthKitError, RuntimeError):
+    """An async Action handler used its session for database I/O on the event loop.
+
+    A query there would stall every other request of the app until the database answered. Run
+    the database work in a worker thread with ``await session.run_sync(function, ...)``, or
+    write the handler as a plain ``def`` (sync handlers run in a worker thread).
+    """
+
+
+class ActionSession(Session):
+    """The session an ``async`` Action handler receives: a SQLModel `Session` for the loop.
+
+    Its database work runs in a worker thread: ``await session.run_sync(function, *args)`` calls
+    ``function(session, *args)`` there and returns its result, like SQLAlchemy's
+    ``AsyncSession.run_sync``. ``session.add(row)`` needs no database and works directly; the
+    commit after the verdict happens in a worker thread too. Anything that would reach the
+    database from the event loop itself (a query, a flush, a lazy load, a commit) raises
+    `SessionOnLoopError` instead of blocking the loop.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # Created on the loop by the Actions route: this is the thread that must never wait.
+        self._loop_thread = threading.get_ident()
+        self._lock: anyio.Lock | None = None
+
+    async def run_sync(
+        self, function: Callable[Concatenate[Session, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run ``function(session, *args, **kwargs)`` in a worker thread and return its result.
+
+        Calls are taken one at a time: a session is not safe for concurrent use. A call that is
+        running when the handler's budget ends is waited for (its thread cannot be stopped, and
+        the session must not be closed under it), then the handler is cancelled as usual.
+        """
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            return await anyio.to_thread.run_sync(
+                functools.partial(function, self, *args, **kwargs)
+            )
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Any:
+        # Every statement, flush and lazy load asks for its bind before taking a connection,
+        # so refusing here stops the I/O before a pool checkout could block the loop.
+        self._refuse_on_loop("query or flush")
+        return super().get_bind(*args, **kwargs)
+
+    def commit(self) -> None:
+        self._refuse_on_loop("commit")
+        super().commit()
+
+    def rollback(self) -> None:
+        self._refuse_on_loop("roll back")
+        super().rollback()
+
+    def close(self) -> None:
+        if self.in_transaction():
+            self._refuse_on_loop("close")  # closing an open transaction rolls it back
+        super().close()
+
+    def _refuse_on_loop(self, what: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            raise SessionOnLoopError(
+                f"An async Action handler tried to {what} on the event loop, which would block "
+                "every other request until the database answers. Use "
+                "`await session.run_sync(function, ...)` to run database work in a worker "
+                "thread, or make the handler a plain `def`."
+            )
+
 
 class ActionRegistry:
     """At most one handler per action type: two verdicts for one request cannot be combined."""
@@ -381,14 +466,17 @@ def _is_async(handler: ActionHandler) -> bool:
 
 
 def _log_failure(action: Action, exc: BaseException) -> None:
-    # The exception message and locals may hold the email: log the type and the stack only.
+    # The exception message and locals may hold the email: log the type and the stack only,
+    # except for our own refusal, whose message holds no data and says how to fix the handler.
     stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     logger.error(
         "action %s (%s): the handler failed with %s; its writes are rolled back and the "
         "request is refused, so WorkOS applies its fallback. Stack:\n%s",
         action.id,
         action.action_type,
-        type(exc).__name__,
+        f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SessionOnLoopError)
+        else type(exc).__name__,
         stack,
     )
 
@@ -419,11 +507,14 @@ async def _run_async(
     response: ActionResponse,
     budget: float,
 ) -> ActionVerdict:
-    session = Session(engine)
+    # The handler runs on the loop; its database work goes through `ActionSession.run_sync`
+    # in a worker thread, and the session refuses I/O on the loop itself.
+    session = ActionSession(engine)
     try:
         with anyio.move_on_after(budget) as scope:
             result = await handler(session, action, response)
-        # A handler that blocks the loop cannot be interrupted; it still must not beat the budget.
+        # A handler that blocks the loop (or whose run_sync call outlived the budget) cannot be
+        # interrupted; it still must not beat the budget.
         if scope.cancelled_caught or anyio.current_time() >= scope.deadline:
             _log_timeout(action, budget)
             raise _TimedOut

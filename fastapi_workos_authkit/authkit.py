@@ -378,12 +378,14 @@ class AuthKit:
         await anyio.to_thread.run_sync(create_tables, self.engine)
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
-            self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
-            self.events_poller.start()
         if self.settings.client_id:
             # Warm the signing keys so the first request does not wait; a failure only warns
             # (the app starts, and the keys are fetched on the first token instead).
             await self.token_verifier.preload()
+        if self.events_poll_interval is not None and self.events_poller is None:
+            # Last: its task group stays open until shutdown, so nothing after it may fail.
+            self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
+            await self.events_poller.start()
 
     async def shutdown(self) -> None:
         """What the lifespan does on shutdown: stop the poller, close the WorkOS client."""

@@ -22,6 +22,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from fastapi_workos_authkit import (
     ActionResponse,
+    ActionSession,
     ActionVerdict,
     AuthenticationAction,
     AuthKit,
@@ -497,9 +498,9 @@ async def test_handler_that_returns_no_verdict_is_treated_as_a_raise(
 
     @authkit.action("authentication")
     async def authentication(
-        session: Session, action: AuthenticationAction, response: ActionResponse
+        session: ActionSession, action: AuthenticationAction, response: ActionResponse
     ) -> object:
-        record(session, action.id, "forgot to return")
+        await session.run_sync(record, action.id, "forgot to return")
         return result
 
     caplog.set_level(logging.ERROR, logger=LOGGER)
@@ -518,9 +519,9 @@ async def test_async_handler_past_the_time_budget_answers_504_and_writes_nothing
 
     @authkit.action("user_registration")
     async def registration(
-        session: Session, action: UserRegistrationAction, response: ActionResponse
+        session: ActionSession, action: UserRegistrationAction, response: ActionResponse
     ) -> ActionVerdict:
-        record(session, action.id, "slow")
+        await session.run_sync(record, action.id, "slow")
         await anyio.sleep(30)
         return response.allow()
 
