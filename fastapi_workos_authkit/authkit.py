@@ -97,6 +97,9 @@ class AuthKit:
             unknown ``kid`` triggers a refetch, a flood of them at most one per cooldown.
         token_cache_size: How many verified access tokens are remembered until their ``exp``
             (10,000; 0 turns the cache off).
+        user_not_found_ttl: How long a 404 from WorkOS for an unsynced user is remembered, in
+            seconds (5; 0 turns it off): meanwhile tokens for that user get 401 without a
+            WorkOS call, so they cannot spend the API's rate limit.
         extra_providers: More trusted token issuers besides the client's two WorkOS ones, as
             `AuthProvider` objects or seed-shaped dicts (for example `custom_domain_providers`
             for a custom auth domain). They are verified and emitted by `auth_config_providers`.
@@ -133,6 +136,7 @@ class AuthKit:
         jwks_cache_ttl: float = 600.0,
         jwks_refetch_cooldown: float = 30.0,
         token_cache_size: int = 10_000,
+        user_not_found_ttl: float = 5.0,
         extra_providers: Iterable[ProviderLike] = (),
         events_poll_interval: float | None = None,
         events_range_start: datetime | timedelta = timedelta(days=30),
@@ -182,7 +186,9 @@ class AuthKit:
         )
         self.extra_providers = coerce_providers(extra_providers)
         self._token_verifier: TokenVerifier | None = None
-        self.users = UserStore(self)
+        if not user_not_found_ttl >= 0:  # also refuses NaN
+            raise ConfigurationError("user_not_found_ttl must be 0 or more seconds.")
+        self.users = UserStore(self, not_found_ttl=user_not_found_ttl)
         self._requirements: dict[tuple[type, Any], Any] = {}
         # Stable objects, so `app.dependency_overrides[authkit.current_user]` works.
         self.current_user = CurrentUserDependency(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +30,7 @@ from .database import is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
 from .tables import WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError
-from .workos_api import WorkOSAPIError
+from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, is_plausible_id
 
 if TYPE_CHECKING:
     from ._async_pg import AsyncPostgresReader
@@ -39,6 +40,10 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 JIT_TIMEOUT_SECONDS = 10.0
 """How long a request waits for WorkOS when fetching an unsynced user just in time."""
+
+NOT_FOUND_CACHE_SIZE = 10_000
+"""How many user ids WorkOS answered 404 for are remembered (for ``user_not_found_ttl``) at most;
+past it the oldest are forgotten first."""
 
 _SCOPE_KEY = "fastapi_workos_authkit.claims"
 _WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for "not allowed"
@@ -161,6 +166,15 @@ async def verified_claims(
         raise _refuse(connection, str(exc)) from None
     except KeysUnavailableError as exc:
         raise _unavailable(connection, str(exc)) from None
+    if not is_plausible_id(claims.sub):
+        # A signed token is still input: its sub becomes a database key and a REST path
+        # segment (the just-in-time fetch), so a sub like "../../sso/jwks/..." stops here.
+        logger.warning("access token refused: its sub is not a plausible user id")
+        raise _refuse(
+            connection,
+            "The token's sub is not a user id: letters, digits and underscores only, "
+            f"at most {MAX_ID_LENGTH} characters",
+        )
     connection.scope[_SCOPE_KEY] = (authkit, claims)
     return claims
 
@@ -236,14 +250,30 @@ class UserStore:
     A connection the server dropped (a restart) costs one retry, not an error: the engine's
     idle connections are discarded and the read runs again on a new one.
 
+    The just-in-time fetch of an unsynced user is single-flight: concurrent requests for one id
+    share one WorkOS call and its outcome, failures included. A 404 is remembered for
+    ``not_found_ttl`` seconds (by the owner's clock; at most `NOT_FOUND_CACHE_SIZE` ids), so a
+    token for a user WorkOS does not know cannot spend the WorkOS rate limit. Failures (5xx,
+    timeouts, a body that is not a user) are not remembered: the next request asks again.
+
     Args:
-        authkit: The owner (engine, settings, pipeline, WorkOS client).
+        authkit: The owner (engine, settings, pipeline, WorkOS client, clock).
         mode: One of the above.
+        not_found_ttl: Seconds a 404 from WorkOS is remembered (0 remembers nothing).
     """
 
-    def __init__(self, authkit: AuthKit, *, mode: ReadMode = "auto") -> None:
+    def __init__(
+        self, authkit: AuthKit, *, mode: ReadMode = "auto", not_found_ttl: float = 5.0
+    ) -> None:
+        if not not_found_ttl >= 0:  # also refuses NaN
+            raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
         self._authkit = authkit
         self.mode: ReadMode = mode
+        self.not_found_ttl = float(not_found_ttl)
+        # user id -> when its 404 stops being trusted; insertion order is expiry order, since
+        # every entry lives the same TTL, so the first entry is always the next to expire.
+        self._not_found: OrderedDict[str, float] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
         self._plan: tuple[Engine, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._async_reader: AsyncPostgresReader | None = None
@@ -406,6 +436,41 @@ class UserStore:
 
     async def _just_in_time(self, user_id: str) -> WorkOSUser:
         # The first request after sign-up can beat the user.created webhook.
+        if self._known_not_found(user_id):
+            raise UserNotFoundError("The user does not exist")
+        while True:
+            flight = self._flights.get(user_id)
+            if flight is None:
+                break
+            # Another request is fetching this user: share its outcome rather than ask again.
+            flight.waiters += 1
+            try:
+                await flight.done.wait()
+            finally:
+                flight.waiters -= 1
+            if flight.error is not None:
+                raise flight.error
+            if flight.fetched:
+                user = await self._read_in_mode(user_id)
+                if user is None:  # a tombstone won the race since
+                    raise UserNotFoundError("The user was deleted")
+                return user
+            # The fetching request was cancelled (its client went away): try again, maybe
+            # leading the next flight.
+        flight = _Flight()
+        self._flights[user_id] = flight
+        try:
+            user = await self._fetch(user_id)
+            flight.fetched = True
+            return user
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[user_id]
+            flight.done.set()
+
+    async def _fetch(self, user_id: str) -> WorkOSUser:
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
         if not self._authkit.settings.api_key:
@@ -413,7 +478,10 @@ class UserStore:
         # The REST client retries with backoff for a long while; a request cannot wait that long.
         with anyio.fail_after(JIT_TIMEOUT_SECONDS):
             snapshot = await self._authkit.workos_api.get_user(user_id)
-        if snapshot is None or snapshot.id != user_id:
+        if snapshot is None:
+            self._remember_not_found(user_id)
+            raise UserNotFoundError("The user does not exist")
+        if snapshot.id != user_id:
             raise UserNotFoundError("The user does not exist")
         pipeline = self._authkit.pipeline
         await anyio.to_thread.run_sync(lambda: pipeline.apply_user_snapshot(snapshot, source="jit"))
@@ -422,6 +490,45 @@ class UserStore:
             raise UserNotFoundError("The user was deleted")
         logger.info("user %s fetched just in time", user_id)
         return user
+
+    def fetch_waiters(self, user_id: str) -> int:
+        """How many requests wait on the just-in-time fetch of ``user_id`` in progress, besides
+        the one making it (diagnostics, tests); 0 when none is in progress."""
+        flight = self._flights.get(user_id)
+        return 0 if flight is None else flight.waiters
+
+    def _known_not_found(self, user_id: str) -> bool:
+        expires = self._not_found.get(user_id)
+        if expires is None:
+            return False
+        if self._authkit.clock() < expires:
+            return True
+        del self._not_found[user_id]
+        return False
+
+    def _remember_not_found(self, user_id: str) -> None:
+        if self.not_found_ttl <= 0:
+            return
+        now = self._authkit.clock()
+        self._not_found.pop(user_id, None)
+        self._not_found[user_id] = now + self.not_found_ttl
+        # Drop what has expired, then the oldest past the bound: a flood of unknown ids (each
+        # needs a validly signed token) cannot grow this without limit.
+        while self._not_found:
+            oldest, expires = next(iter(self._not_found.items()))
+            if expires > now and len(self._not_found) <= NOT_FOUND_CACHE_SIZE:
+                break
+            del self._not_found[oldest]
+
+
+class _Flight:
+    """One just-in-time fetch in progress, and its outcome for the requests waiting on it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.waiters = 0
+        self.fetched = False
+        self.error: Exception | None = None
 
 
 class _Dependency(AccessTokenBearer):

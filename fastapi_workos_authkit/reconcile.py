@@ -489,20 +489,28 @@ _ANALYZE_AFTER_PAGES = frozenset(4**n for n in range(12))
 @asynccontextmanager
 async def _prefetching(
     fetch: Callable[[str | None], Awaitable[Page[User]]], after: str | None
-) -> AsyncIterator[MemoryObjectReceiveStream[Page[User]]]:
+) -> AsyncIterator[_Prefetched]:
     """The pages of a listing, each fetched while the caller still works on the one before.
 
     Fetching and applying overlap, and they are most of a backfill's time; at most two pages
-    wait in memory. A failure on either side cancels the other and is raised as itself, as a
-    plain loop would raise it (the CLI maps `WorkOSAPIError`, `HandlerError` and so on).
+    wait in memory. A failed fetch does not cut the caller short: the pages fetched before it
+    are still handed over, and the fetch's error is raised, as itself, by the iteration after
+    the last of them (the CLI maps `WorkOSAPIError` and so on). So every page fetched is applied
+    and committed with its cursor, and the next run resumes after it. A failure on the caller's
+    side (a handler) cancels the fetching.
     """
     send, receive = anyio.create_memory_object_stream[Page[User]](1)
+    pages = _Prefetched(receive)
 
     async def produce() -> None:
         cursor = after
         async with send:
             while True:
-                page = await fetch(cursor)
+                try:
+                    page = await fetch(cursor)
+                except Exception as exc:
+                    pages.failure = exc
+                    return
                 await send.send(page)
                 if not page.data or page.after is None:
                     return
@@ -511,9 +519,28 @@ async def _prefetching(
     try:
         async with anyio.create_task_group() as group, receive:
             group.start_soon(produce)
-            yield receive
+            yield pages
     except BaseExceptionGroup as errors:
         raise _first_failure(errors) from None
+
+
+class _Prefetched:
+    """The pages `_prefetching` hands over; after the last one, the fetch's failure if any."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Page[User]]) -> None:
+        self._receive = receive
+        self.failure: Exception | None = None
+
+    def __aiter__(self) -> _Prefetched:
+        return self
+
+    async def __anext__(self) -> Page[User]:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            if self.failure is not None:
+                raise self.failure from None
+            raise StopAsyncIteration from None
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -538,10 +565,13 @@ async def backfill_users(
 
     Each page of 100 is applied in one transaction under the pipeline's rules (newest
     ``updated_at`` wins; a tombstoned id stays deleted), together with the cursor, so a crash
-    resumes at the first page not committed. With ``run_handlers`` (the default) an inserted
-    row runs the ``user.created`` handlers and a refreshed one ``user.updated``, inside the page's
-    transaction, with a synthetic event whose id starts with ``backfill_``. A handler that raises
-    rolls its page back and stops the run (`HandlerError`); fix it and run again to resume there.
+    resumes at the first page not committed. A page is fetched while the one before is applied;
+    when a fetch fails, every page fetched before it is still applied and committed, then the
+    error is raised, so the next run resumes right after the last page fetched. With
+    ``run_handlers`` (the default) an inserted row runs the ``user.created`` handlers and a
+    refreshed one ``user.updated``, inside the page's transaction, with a synthetic event whose
+    id starts with ``backfill_``. A handler that raises rolls its page back and stops the run
+    (`HandlerError`); fix it and run again to resume there.
     A finished run clears the cursor, so the next run is a full refresh; ``restart`` ignores a
     cursor left by an interrupted run.
     """

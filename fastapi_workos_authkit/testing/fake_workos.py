@@ -13,7 +13,8 @@ It implements what the package calls (SPEC §5):
 * ``GET /sso/jwks/{client_id}`` when constructed with a JWKS;
 
 checks the bearer API key (401 otherwise), and injects faults on demand: ``429`` with
-``Retry-After``, storms of 5xx answers, and connections dropped half-way through a page.
+``Retry-After``, storms of 5xx answers, and connections dropped half-way through a page, each
+on the next matching requests or only after ``skip`` of them (the Nth page of a listing).
 Changing users with `create_user`, `update_user` and `delete_user` appends the matching events.
 """
 
@@ -48,13 +49,15 @@ class ConnectionDropped(Exception):
 @dataclass
 class Fault:
     """One injected failure, applied to the next ``times`` requests whose path starts with
-    ``path``: an HTTP ``status`` (with ``Retry-After`` when set), or a dropped connection."""
+    ``path``, once ``skip`` of them have been let through: an HTTP ``status`` (with
+    ``Retry-After`` when set), or a dropped connection."""
 
     kind: str  # "status" or "drop"
     times: int
     path: str = "/"
     status: int = 503
     retry_after: float | None = None
+    skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,17 +175,25 @@ class FakeWorkOS:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def fail_with_429(self, times: int = 1, *, retry_after: float = 1, path: str = "/") -> None:
-        """Answer the next ``times`` matching requests ``429`` with ``Retry-After``."""
-        self._faults.append(Fault("status", times, path, 429, retry_after))
+    def fail_with_429(
+        self, times: int = 1, *, retry_after: float = 1, path: str = "/", skip: int = 0
+    ) -> None:
+        """Answer the next ``times`` matching requests ``429`` with ``Retry-After``, after
+        letting ``skip`` of them through."""
+        self._faults.append(Fault("status", times, path, 429, retry_after, skip))
 
-    def fail_with_status(self, times: int = 1, *, status: int = 503, path: str = "/") -> None:
-        """Answer the next ``times`` matching requests with ``status`` (a 5xx storm)."""
-        self._faults.append(Fault("status", times, path, status))
+    def fail_with_status(
+        self, times: int = 1, *, status: int = 503, path: str = "/", skip: int = 0
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (a 5xx storm, or a
+        revoked key's 401), after letting ``skip`` of them through: ``skip=1`` on
+        ``/user_management/users`` fails a listing's second page."""
+        self._faults.append(Fault("status", times, path, status, skip=skip))
 
-    def drop_connection(self, times: int = 1, *, path: str = "/") -> None:
-        """Send half of the next ``times`` matching pages, then drop the connection."""
-        self._faults.append(Fault("drop", times, path))
+    def drop_connection(self, times: int = 1, *, path: str = "/", skip: int = 0) -> None:
+        """Send half of the next ``times`` matching pages, then drop the connection, after
+        letting ``skip`` of them through."""
+        self._faults.append(Fault("drop", times, path, skip=skip))
 
     # -- transport -------------------------------------------------------------------------
 
@@ -251,6 +262,9 @@ class FakeWorkOS:
         with self._lock:
             for fault in self._faults:
                 if fault.times > 0 and path.startswith(fault.path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
