@@ -100,6 +100,7 @@ __all__ = [
     "SyncStatus",
     "backfill_users",
     "event_types_in_play",
+    "ledger_id",
     "prune",
     "replay_failed",
     "sync_events",
@@ -363,6 +364,10 @@ async def sync_events(
     ledger (with its payload), the cursor moves on, and `replay_failed` processes it again once
     the handler is fixed. Stopping instead would hold every later event hostage to one bad
     handler; moving on loses nothing because the failed row is checked before the cursor moves.
+    A poison event (one that can never be stored as it is: too deep, non-finite numbers, values
+    longer than their columns) is recorded as failed the same way, logged at WARNING, and
+    stepped over; lone surrogates and NUL characters are replaced with U+FFFD and the event is
+    processed, exactly as the webhook route does.
     Database outages and WorkOS errors stop the run with the cursor at the last committed event.
     """
     api = authkit.workos_api
