@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Column
 
 from .errors import InvalidEventError
+from .tables import WorkOSEventRecord, WorkOSUser, WorkOSUserTombstone
 
 
 def as_utc(value: datetime) -> datetime:
@@ -172,8 +174,75 @@ for _model in _models:
     _TYPED_EVENTS[_model] = Event[_model]  # type: ignore[valid-type]
 
 
+def subject_of(event: Event[Any]) -> str | None:
+    """The id an event is about, for the ledger: the user for user events, else the data's id."""
+    data = event.data
+    value = data.get("id") if isinstance(data, dict) else getattr(data, "id", None)
+    return value if isinstance(value, str) else None
+
+
+def _length(column: Column[Any]) -> int:
+    length = getattr(column.type, "length", None)
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
+def _columns(table: Any) -> Any:
+    return table.__table__.c
+
+
+# The bounded columns an event's values are written to, read from the tables themselves so the
+# checks cannot drift from the schema. PostgreSQL refuses a longer value (SQLite would keep it),
+# and a column cannot be widened without a migration on every existing deployment.
+_LEDGER, _USERS, _TOMBSTONES = (
+    _columns(t) for t in (WorkOSEventRecord, WorkOSUser, WorkOSUserTombstone)
+)
+MAX_EVENT_ID_LENGTH = min(_length(_LEDGER.id), _length(_TOMBSTONES.event_id))
+"""The longest event id stored (ledger and tombstone columns); longer ids are refused."""
+MAX_EVENT_TYPE_LENGTH = _length(_LEDGER.event_type)
+"""The longest event type stored."""
+MAX_SUBJECT_ID_LENGTH = _length(_LEDGER.subject_id)
+"""The longest ``data.id`` stored for any event."""
+MAX_USER_ID_LENGTH = min(MAX_SUBJECT_ID_LENGTH, _length(_USERS.id), _length(_TOMBSTONES.user_id))
+"""The longest user id stored (users table and tombstones)."""
+MAX_EMAIL_LENGTH = _length(_USERS.email)
+"""The longest user email stored."""
+
+
+def _check_lengths(event: Event[Any]) -> None:
+    limits = [
+        ("id", event.id, MAX_EVENT_ID_LENGTH),
+        ("event", event.event, MAX_EVENT_TYPE_LENGTH),
+    ]
+    subject = subject_of(event)
+    if isinstance(event.data, User | DeletedUser):
+        limits.append(("data.id", event.data.id, MAX_USER_ID_LENGTH))
+        if event.data.email is not None:
+            limits.append(("data.email", event.data.email, MAX_EMAIL_LENGTH))
+    elif subject is not None:
+        limits.append(("data.id", subject, MAX_SUBJECT_ID_LENGTH))
+    # Name the field and its limit, never the value.
+    problems = [
+        f"{name} is longer than {limit} characters"
+        for name, value, limit in limits
+        if len(value) > limit
+    ]
+    if problems:
+        raise InvalidEventError("Invalid event: " + "; ".join(problems))
+
+
 def parse_event(payload: Any) -> Event[Any]:
-    """Validate decoded JSON into an `Event`; raise `InvalidEventError` if it is not one."""
+    """Validate decoded JSON into an `Event`; raise `InvalidEventError` if it is not one.
+
+    Besides the shape, the values written to bounded columns (ids, the type, a user's email)
+    must fit them: see `MAX_EVENT_ID_LENGTH` and its neighbours.
+    """
+    event = _validate(payload)
+    _check_lengths(event)
+    return event
+
+
+def _validate(payload: Any) -> Event[Any]:
     if not isinstance(payload, dict):
         raise InvalidEventError("An event must be a JSON object")
     event_type = payload.get("event")

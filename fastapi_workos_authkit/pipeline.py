@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 
 from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
-from .events import DeletedUser, Event, User
+from .events import DeletedUser, Event, User, subject_of
 from .handlers import HandlerRegistry, call_in_worker
 from .tables import EventStatus, WorkOSEventRecord, utcnow
 from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
@@ -113,18 +113,6 @@ def describe_failure(cause: BaseException) -> str:
     return f"{type(cause).__name__}: {message}"[:_MAX_ERROR_LENGTH]
 
 
-def subject_of(event: Event[Any]) -> str | None:
-    """The id an event is about, for the ledger: the user for user events, else the data's id."""
-    data = event.data
-    if isinstance(data, User | DeletedUser):
-        return data.id
-    if isinstance(data, dict):
-        value = data.get("id")
-        return value if isinstance(value, str) else None
-    value = getattr(data, "id", None)
-    return value if isinstance(value, str) else None
-
-
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     """The event handlers receive for a user snapshot (a REST fetch has no WorkOS event).
 
@@ -201,13 +189,13 @@ class EventPipeline:
                 # The handler's own query met a database that is down: the same as any outage
                 # (503, retried), and there is no reaching the ledger to record it anyway.
                 raise DatabaseUnavailableError("The database is unavailable") from cause
-            self._record_failure(event, payload, source, cause)
+            exc.recorded = self._record_failure(event, payload, source, cause, by_handler=True)
             raise
         except SQLAlchemyError as exc:
             # A poison event (a value a column cannot hold, say): record it, so the Events API
             # cursor can move past it and `replay_failed` or an operator can deal with it.
-            self._record_failure(event, payload, source, exc)
-            raise EventFailedError(event.id, event.event, exc) from exc
+            recorded = self._record_failure(event, payload, source, exc, by_handler=False)
+            raise EventFailedError(event.id, event.event, exc, recorded=recorded) from exc
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
         return Result(Outcome.PROCESSED, effect)
 
@@ -293,16 +281,26 @@ class EventPipeline:
             session.in_handlers = False
 
     def _record_failure(
-        self, event: Event[Any], payload: dict[str, Any], source: str, cause: BaseException
-    ) -> None:
+        self,
+        event: Event[Any],
+        payload: dict[str, Any],
+        source: str,
+        cause: BaseException,
+        *,
+        by_handler: bool,
+    ) -> bool:
+        """Write the failure to the ledger in its own transaction; False if that failed too."""
         error = describe_failure(cause)
+        # Say what really failed: an app handler, or storing the event (no handler blamed then).
+        what = "a handler raised" if by_handler else "it could not be stored"
         logger.error(
-            "handler failed for event %s (%s): %s; the transaction was rolled back",
+            "event %s (%s) failed, %s: %s; the transaction was rolled back",
             event.id,
             event.event,
+            what,
             type(cause).__name__,
         )
-        logger.debug("handler failure for event %s", event.id, exc_info=cause)
+        logger.debug("failure of event %s", event.id, exc_info=cause)
         table = _ledger()
         try:
             with Session(self._engine()) as session:
@@ -322,5 +320,13 @@ class EventPipeline:
                     )
                 )
                 session.commit()
-        except SQLAlchemyError:
-            logger.warning("could not record the failure of event %s in the ledger", event.id)
+        except SQLAlchemyError as exc:
+            logger.error(
+                "event %s (%s): recording the failure in the ledger failed too (%s), so the "
+                "ledger does not have it",
+                event.id,
+                event.event,
+                type(exc).__name__,
+            )
+            return False
+        return True

@@ -22,6 +22,7 @@ here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,16 +35,22 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import Engine, delete, func, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from .database import dialect_insert, guarded, refresh_statistics
 from .errors import (
     AuthKitError,
-    DatabaseUnavailableError,
     EventFailedError,
     InvalidEventError,
 )
-from .events import SYNCED_EVENT_TYPES, User, parse_event
+from .events import (
+    MAX_EVENT_ID_LENGTH,
+    MAX_EVENT_TYPE_LENGTH,
+    SYNCED_EVENT_TYPES,
+    User,
+    parse_event,
+)
 from .lease import Lease, held
 from .pipeline import EventPipeline, Outcome, SyncSession, snapshot_event
 from .poller import EventsPoller
@@ -67,6 +74,7 @@ from .tables import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
+from .untrusted_json import clean_json, storable_text
 from .user_table import HANDLERS_FOR_EFFECT, USERS, Effect, apply_users
 from .workos_api import Keepalive, Page, WorkOSAPIError
 
@@ -77,6 +85,7 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 __all__ = [
     "BackfillResult",
+    "EventNotRecordedError",
     "EventTypesChangedError",
     "EventsCursorExpiredError",
     "EventsPoller",
@@ -91,6 +100,7 @@ __all__ = [
     "SyncStatus",
     "backfill_users",
     "event_types_in_play",
+    "ledger_id",
     "prune",
     "replay_failed",
     "sync_events",
@@ -104,6 +114,20 @@ class EventTypesChangedError(AuthKitError):
     Continuing would step over the events of the missing types for good (or mark events
     processed without the handlers that should have run), so the run refuses instead.
     """
+
+
+class EventNotRecordedError(EventFailedError):
+    """`sync_events` could neither process an event nor record it in the ledger, although the
+    database answers. It stops there rather than move the cursor past an event it has no trace
+    of; the log says what failed."""
+
+    @staticmethod
+    def _describe(event_id: str, event_type: str, cause: BaseException) -> str:
+        return (
+            f"{event_type} event {event_id} from the Events API could neither be processed nor "
+            "recorded in the ledger, so sync_events stopped before it rather than lose it; the "
+            "log says what failed"
+        )
 
 
 class EventsCursorExpiredError(AuthKitError):
@@ -180,15 +204,34 @@ def _range_start(authkit: AuthKit) -> datetime | None:
     return start
 
 
-def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
-    """Keep an event the API sent but we cannot parse, as a failed ledger row (never drop it)."""
+def ledger_id(event_id: str) -> str:
+    """The ledger key under which `sync_events` records an event it cannot process.
+
+    An id longer than the ledger's column (`MAX_EVENT_ID_LENGTH`) cannot be stored as it is, so
+    it is shortened the same way every time: its first characters, ``~``, and 24 hex digits of
+    its SHA-256. The stored payload keeps the whole id.
+    """
+    if len(event_id) <= MAX_EVENT_ID_LENGTH:
+        return event_id
+    digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{event_id[: MAX_EVENT_ID_LENGTH - 25]}~{digest}"
+
+
+def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> bool:
+    """Keep an event the API sent but we cannot process, as a failed ledger row (never drop it).
+
+    ``raw`` must already be storable (see `clean_json`). Returns False if even that row could
+    not be written although the database is up; an outage raises `DatabaseUnavailableError`.
+    """
     table = WorkOSEventRecord.__table__  # type: ignore[attr-defined]
 
     def record() -> None:
         with Session(engine) as session:
             statement = dialect_insert(session, table).values(
-                id=str(raw.get("id")),
-                event_type=str(raw.get("event") or "unknown")[:128],
+                id=ledger_id(storable_text(str(raw.get("id")))),
+                event_type=storable_text(str(raw.get("event") or "unknown"))[
+                    :MAX_EVENT_TYPE_LENGTH
+                ],
                 subject_id=None,
                 source="events_api",
                 status=EventStatus.FAILED.value,
@@ -200,7 +243,16 @@ def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
             session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
             session.commit()
 
-    guarded(record)
+    try:
+        guarded(record)
+    except SQLAlchemyError as exc:
+        logger.error(
+            "event %s from the Events API: recording it as failed did not work either (%s)",
+            ledger_id(str(raw.get("id"))),
+            type(exc).__name__,
+        )
+        return False
+    return True
 
 
 def _is_recorded(engine: Engine, event_id: str) -> bool:
@@ -312,6 +364,10 @@ async def sync_events(
     ledger (with its payload), the cursor moves on, and `replay_failed` processes it again once
     the handler is fixed. Stopping instead would hold every later event hostage to one bad
     handler; moving on loses nothing because the failed row is checked before the cursor moves.
+    A poison event (one that can never be stored as it is: too deep, non-finite numbers, values
+    longer than their columns) is recorded as failed the same way, logged at WARNING, and
+    stepped over; lone surrogates and NUL characters are replaced with U+FFFD and the event is
+    processed, exactly as the webhook route does.
     Database outages and WorkOS errors stop the run with the cursor at the last committed event.
     """
     api = authkit.workos_api
@@ -382,13 +438,13 @@ async def sync_events(
                 outcome = await anyio.to_thread.run_sync(_sync_one, authkit, lease, raw)
                 if outcome is None:
                     result.failed += 1
-                    result.failed_event_ids.append(event_id)
+                    result.failed_event_ids.append(ledger_id(storable_text(event_id)))
                 elif outcome[0] is Outcome.DUPLICATE:
                     result.duplicates += 1
                 else:
                     result.processed += 1
                     effects[outcome[1].value] += 1
-                cursor = result.cursor = event_id
+                cursor = result.cursor = storable_text(event_id)
                 position = raw.get("created_at") or position
             if progress is not None and page.data:
                 progress(
@@ -413,35 +469,65 @@ async def sync_events(
 
 
 def _sync_one(authkit: AuthKit, lease: Lease, raw: dict[str, Any]) -> tuple[Outcome, Effect] | None:
-    """Process one event from the API and then move the cursor; ``None`` if it failed."""
+    """Process one event from the API and then move the cursor; ``None`` if it failed.
+
+    A poison event (one that can never be processed as it is) is recorded as failed, with a
+    copy of its payload that any database can store, and the cursor moves past it: it must
+    never hold later events back. The same rules as the webhook route apply (see
+    `untrusted_json` and `parse_event`): lone surrogates and NUL characters are replaced and the
+    event processed; too deep nesting, non-finite numbers and over-long values make it invalid.
+    """
     engine = authkit.engine
     event_id = str(raw["id"])
-    outcome: tuple[Outcome, Effect] | None
-    created_at: datetime | None = None
-    try:
-        event = parse_event(raw)
-    except InvalidEventError as exc:
-        logger.error("event %s from the Events API is invalid: %s", event_id, exc)
-        _record_invalid(engine, raw, f"InvalidEventError: {exc}")
-        outcome = None
-        created_at = _parse_time(raw.get("created_at"))
+    outcome: tuple[Outcome, Effect] | None = None
+    payload, problems = clean_json(raw)
+    created_at = _parse_time(payload.get("created_at"))
+    if problems:
+        reason = "The event is refused: " + "; ".join(sorted(problems))
+        recorded = _record_poison(engine, payload, reason)
     else:
-        created_at = event.created_at
         try:
-            processed = authkit.pipeline.process(event, raw, source="events_api")
-            outcome = (processed.outcome, processed.effect)
-        except EventFailedError:
-            outcome = None
-    if outcome is None and not _is_recorded(engine, event_id):
-        # The failure could not be written down: moving the cursor would lose the event.
-        raise DatabaseUnavailableError(
-            f"Event {event_id} failed and could not be recorded in the ledger; stopping"
+            event = parse_event(payload)
+        except InvalidEventError as exc:
+            recorded = _record_poison(engine, payload, str(exc))
+        else:
+            created_at = event.created_at
+            try:
+                processed = authkit.pipeline.process(event, payload, source="events_api")
+                outcome = (processed.outcome, processed.effect)
+                recorded = True
+            except EventFailedError as exc:
+                recorded = exc.recorded
+    if not recorded:
+        # Its payload could not be written down: keep at least its id, type and time, so
+        # `status` shows it, rather than stop here on every run.
+        envelope = {key: payload.get(key) for key in ("id", "event", "created_at")}
+        recorded = _record_invalid(
+            engine, envelope, "The event failed and its payload could not be stored either"
         )
-    values: dict[str, str | None] = {EVENTS_CURSOR: event_id}
+    if not recorded:
+        # Moving the cursor now would lose the event without a trace: stop, honestly.
+        raise EventNotRecordedError(
+            event_id,
+            str(payload.get("event")),
+            RuntimeError("recording the failure failed"),
+            recorded=False,
+        )
+    values: dict[str, str | None] = {EVENTS_CURSOR: storable_text(event_id)}
     if created_at is not None:
         values[EVENTS_POSITION] = created_at.astimezone(UTC).isoformat()
     _save_under_lease(lease, values)
     return outcome
+
+
+def _record_poison(engine: Engine, payload: dict[str, Any], reason: str) -> bool:
+    # The reason names fields and limits, never values: safe to log.
+    logger.warning(
+        "event %s from the Events API is invalid and recorded as failed: %s",
+        ledger_id(str(payload.get("id"))),
+        reason,
+    )
+    return _record_invalid(engine, payload, f"InvalidEventError: {reason}")
 
 
 # -- backfill_users ------------------------------------------------------------------------

@@ -13,13 +13,14 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
-from .events import parse_event
+from .events import MAX_EMAIL_LENGTH, MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, parse_event
 from .signed_requests import (
     JSON_BODY_DOC,
     SIGNATURE_HEADER_DOC,
     SIGNED_REQUEST_ERRORS,
     read_signed_json,
 )
+from .untrusted_json import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from .authkit import AuthKit
@@ -35,11 +36,18 @@ class WebhookAck(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "The body verified but is not a valid WorkOS event."},
+    400: {
+        "description": "The body verified but is not a valid WorkOS event: not JSON, nested "
+        f"deeper than {MAX_JSON_DEPTH} levels, a non-finite number, a value longer than its "
+        f"column (an id over {MAX_EVENT_ID_LENGTH} characters, a type over "
+        f"{MAX_EVENT_TYPE_LENGTH}, an email over {MAX_EMAIL_LENGTH}), or a client that "
+        "disconnected mid-body."
+    },
     **SIGNED_REQUEST_ERRORS,
     500: {
         "description": "An app handler raised (or the event could not be stored); nothing was "
-        "committed, the failure is in the ledger, and WorkOS will retry."
+        "committed, the failure is in the ledger (the reply says so if recording it failed "
+        "too), and WorkOS will retry."
     },
     503: {"description": "The database is unavailable; WorkOS will retry."},
 }
@@ -81,10 +89,15 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
                 lambda: authkit.pipeline.process(event, payload, source="webhook")
             )
         except EventFailedError as exc:
+            # Only claim the ledger has the failure when writing it really succeeded.
+            where = (
+                "the failure is in the ledger"
+                if exc.recorded
+                else "recording the failure in the ledger failed too"
+            )
             raise HTTPException(
                 status.HTTP_500_INTERNAL_SERVER_ERROR,
-                f"{exc}; nothing was committed, the failure is in the ledger, and the delivery "
-                "can be retried",
+                f"{exc}; nothing was committed, {where}, and the delivery can be retried",
             ) from None
         except DatabaseUnavailableError:
             logger.error("webhook %s refused: the database is unavailable", event.id)

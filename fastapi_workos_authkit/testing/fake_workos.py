@@ -151,10 +151,14 @@ class FakeWorkOS:
                 raise KeyError(f"no live user {user_id}")
             self._log("user.deleted", user, self._stamp())
 
-    def add_event(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Log an event of any type (sessions, organizations...) without changing users."""
+    def add_event(
+        self, event_type: str, data: dict[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """Log an event of any type (sessions, organizations...) without changing users.
+
+        ``event_id`` overrides the generated id (to serve a hostile or odd one)."""
         with self._lock:
-            return copy.deepcopy(self._log(event_type, data, self._stamp()))
+            return copy.deepcopy(self._log(event_type, data, self._stamp(), event_id))
 
     def seed_users(self, count: int) -> None:
         """Create ``count`` users quickly (benchmarks), each with its ``user.created`` event."""
@@ -348,9 +352,17 @@ class FakeWorkOS:
         self._last_stamp = moment
         return moment
 
-    def _log(self, event_type: str, data: dict[str, Any], stamp: datetime) -> dict[str, Any]:
+    def _log(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        stamp: datetime,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
         # A deep copy: the log keeps the user as it was, however the live user changes later.
-        event = factories.event(event_type, copy.deepcopy(data), created_at=stamp)
+        event = factories.event(
+            event_type, copy.deepcopy(data), event_id=event_id, created_at=stamp
+        )
         self._events.append(event)
         return event
 
