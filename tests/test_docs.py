@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -88,6 +89,28 @@ async def test_an_engine_shared_with_the_app_gets_the_tables(tmp_path: Path) -> 
     await _start(authkit)
     tables = set(inspect(authkit.engine).get_table_names())
     assert {"workos_users", "workos_events", "workos_user_tombstones"} <= tables
+    authkit.engine.dispose()
+
+
+def test_the_logging_snippet_sets_only_the_packages_logger() -> None:
+    logger = logging.getLogger("fastapi_workos_authkit")
+    previous, root = logger.level, logging.getLogger().level
+    try:
+        configuration.show_debug_logs()
+        assert logger.level == logging.DEBUG
+        assert logging.getLogger().level == root
+    finally:
+        logger.setLevel(previous)
+
+
+@pytest.mark.anyio
+async def test_the_migrations_snippet_creates_no_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTHKIT_DATABASE_URL", f"sqlite:///{tmp_path / 'migrated.db'}")
+    authkit = configuration.schema_owned_by_migrations()
+    await _start(authkit)
+    assert inspect(authkit.engine).get_table_names() == []
     authkit.engine.dispose()
 
 
