@@ -8,9 +8,10 @@ webhooks never needs a webhook secret.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ._clock import Clock as Clock  # re-exported: feature modules import it from here
 from .errors import ConfigurationError
 
 DEFAULT_API_HOSTNAME = "api.workos.com"
@@ -140,7 +141,3 @@ class Settings:
         if not value:
             raise _missing(variable, option, feature)
         return value
-
-
-Clock = Callable[[], float]
-"""A function returning the current time as Unix seconds; injectable for tests."""

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, Table, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from ._clock import utcnow
 from .database import (
     begin_immediate,
     dialect_insert,
@@ -35,7 +36,7 @@ from .database import (
 from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
 from .events import DeletedUser, Event, User
 from .handlers import HandlerRegistry, call_in_worker
-from .tables import EventStatus, WorkOSEventRecord, utcnow
+from .tables import EventStatus, WorkOSEventRecord
 from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
 
 logger = logging.getLogger("fastapi_workos_authkit")

@@ -36,6 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
+from ._clock import utcnow
 from .database import dialect_insert, guarded, refresh_statistics
 from .errors import (
     AuthKitError,
@@ -134,7 +135,7 @@ DEFAULT_RETENTION = timedelta(days=30)
 
 def _write_state(session: Session, key: str, value: str | None) -> None:
     table = WorkOSSyncState.__table__  # type: ignore[attr-defined]
-    statement = dialect_insert(session, table).values(key=key, value=value, updated_at=_utcnow())
+    statement = dialect_insert(session, table).values(key=key, value=value, updated_at=utcnow())
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["key"],
@@ -150,10 +151,6 @@ def _read_state(engine: Engine, key: str) -> str | None:
             return row.value if row is not None else None
 
     return guarded(read)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(moment: datetime | None) -> str:
@@ -194,7 +191,7 @@ def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> None:
                 status=EventStatus.FAILED.value,
                 attempts=1,
                 last_error=error[:2000],
-                received_at=_utcnow(),
+                received_at=utcnow(),
                 payload=raw,
             )
             session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))

@@ -18,9 +18,9 @@ from typing import Any, Generic, TypeVar
 import anyio
 import httpx
 
+from ._clock import utcnow
 from .errors import AuthKitError
 from .events import User
-from .tables import utcnow
 
 logger = logging.getLogger("fastapi_workos_authkit")
 

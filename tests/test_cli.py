@@ -25,18 +25,18 @@ from tests.test_reconcile import db_users, fake_users
 APP_MODULE = textwrap.dedent(
     """
     import os
+    from datetime import UTC, datetime
 
     from sqlmodel import Session
 
     from fastapi_workos_authkit import AuthKit, WorkOSSyncState
-    from fastapi_workos_authkit.tables import utcnow
 
     authkit = AuthKit(api_base_url=os.environ["FAKE_WORKOS_URL"])
 
 
     @authkit.on("user.created")
     def remember(session: Session, event) -> None:
-        session.add(WorkOSSyncState(key=f"created:{event.data.id}", updated_at=utcnow()))
+        session.add(WorkOSSyncState(key=f"created:{event.data.id}", updated_at=datetime.now(UTC)))
 
 
     @authkit.on("session.created")
@@ -307,7 +307,7 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
             """
             @authkit.on("organization.created")
             def on_organization(session: Session, event) -> None:
-                session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=utcnow()))
+                session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=datetime.now(UTC)))
             """
         )
     )
