@@ -9,10 +9,17 @@ import sqlite3
 import httpx
 import pytest
 from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.database import begin_immediate, create_tables
+from fastapi_workos_authkit.database import (
+    begin_immediate,
+    create_tables,
+    driver_message,
+    unavailable_as_error,
+)
+from fastapi_workos_authkit.errors import DatabaseUnavailableError
 from fastapi_workos_authkit.pipeline import SyncSession
 from fastapi_workos_authkit.tables import TABLES, WorkOSUser
 from fastapi_workos_authkit.testing import factories, signed_delivery
@@ -134,3 +141,24 @@ def test_sqlite_sync_transactions_hold_the_write_lock_from_their_first_read(
         finally:
             other.close()
         sync.rollback()
+
+
+def test_driver_message_keeps_the_drivers_first_line_without_sql_or_parameters(
+    engine: Engine,
+) -> None:
+    with pytest.raises(SQLAlchemyError) as caught, engine.connect() as connection:
+        connection.execute(
+            text("SELECT email FROM no_such_table WHERE email = :email"),
+            {"email": "private@example.com"},
+        )
+    assert "private@example.com" in str(caught.value)  # SQLAlchemy's own text carries it
+    message = driver_message(caught.value)
+    assert "no_such_table" in message
+    assert "private@example.com" not in message
+    assert "\n" not in message
+    # A driver that says nothing gives "" (callers fall back to the type's name), not a crash.
+    silent = OperationalError("SELECT 1", {}, Exception(""))
+    assert driver_message(silent) == ""
+    unavailable = pytest.raises(DatabaseUnavailableError, match=r"unavailable: OperationalError$")
+    with unavailable, unavailable_as_error():
+        raise silent
