@@ -167,3 +167,11 @@ def test_the_configuration_tables_list_every_authkit_option(page: str) -> None:
     rows = {match.group(1) for match in re.finditer(r"^\| `(\w+)` \|", text, re.MULTILINE)}
     options = set(inspect_signature(AuthKit.__init__).parameters) - {"self"}
     assert options - rows == set(), f"{page} does not document these AuthKit options"
+
+
+def test_no_docstring_or_page_cites_a_document_outside_the_repository() -> None:
+    """The API reference renders docstrings: a citation of an unpublished spec ("SPEC §4") would
+    send readers to a document they cannot open. Say the fact instead."""
+    sources = [*(ROOT / "fastapi_workos_authkit").rglob("*.py"), *DOCS.rglob("*.md")]
+    citing = [str(path.relative_to(ROOT)) for path in sources if "SPEC" in path.read_text("utf-8")]
+    assert citing == []
