@@ -1,4 +1,4 @@
-"""WorkOS Actions (SPEC §3): typed requests, allow/deny verdicts, the signed reply and the route.
+"""WorkOS Actions: typed requests, allow/deny verdicts, the signed reply and the route.
 
 WorkOS calls the Actions endpoint synchronously during a sign-up or a sign-in and waits for a
 signed verdict. Anything other than a verified 200 makes WorkOS apply the endpoint's configured
@@ -224,7 +224,7 @@ def compact_json(value: Any) -> str:
 
 
 def sign_action_response(verdict: ActionVerdict, secret: str, *, timestamp_ms: int) -> bytes:
-    """Return the body of the signed reply to WorkOS for ``verdict`` (SPEC §3).
+    """Return the body of the signed reply to WorkOS for ``verdict`` (HTTP 200, JSON).
 
     The signature covers ``f"{timestamp}.{compact_json(payload)}"``, and the body carries the
     payload serialised the same way, so a verifier can recompute it from the bytes sent.

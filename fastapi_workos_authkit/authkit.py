@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -26,7 +25,8 @@ from .actions import (
     check_action_options,
 )
 from .config import ONE_MIB, Clock, Settings
-from .database import create_tables, make_engine
+from .database import create_tables as create_package_tables
+from .database import make_engine
 from .dependencies import (
     ClaimsDependency,
     CurrentUserDependency,
@@ -44,8 +44,6 @@ from .reconcile import EventsPoller
 from .tokens import TokenOptions, TokenVerifier
 from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
-
-logger = logging.getLogger("fastapi_workos_authkit")
 
 H = TypeVar("H", bound=Callable[..., Any])
 R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
@@ -72,7 +70,6 @@ class AuthKit:
             ``./workos_authkit.db``). ``postgresql://`` URLs use psycopg 3.
         additional_event_types: Event types to pull from the Events API besides ``user.*`` and
             the types that have handlers.
-        log_level: Level for the ``fastapi_workos_authkit`` logger (name or number).
         webhook_tolerance: Accepted clock skew of webhook signatures, in seconds (180).
         action_tolerance: Accepted clock skew of Action signatures, in seconds (30).
         prefix: Path prefix of the router (``/workos``).
@@ -108,6 +105,9 @@ class AuthKit:
         events_range_start: Where the very first `sync_events` run starts: a ``timedelta``
             before now (default 30 days, all WorkOS keeps) or an aware ``datetime``. Later runs
             continue from their own cursor.
+        create_tables: Create the package's missing ``workos_*`` tables at start-up (the
+            lifespan and the command line), the default. Pass ``False`` when migrations (Alembic)
+            own the schema: nothing is then created, and the tables must exist.
     """
 
     def __init__(
@@ -122,7 +122,6 @@ class AuthKit:
         engine: Engine | None = None,
         database_url: str | None = None,
         additional_event_types: Iterable[str] = (),
-        log_level: int | str | None = None,
         webhook_tolerance: float = 180.0,
         action_tolerance: float = 30.0,
         prefix: str = "/workos",
@@ -140,6 +139,7 @@ class AuthKit:
         extra_providers: Iterable[ProviderLike] = (),
         events_poll_interval: float | None = None,
         events_range_start: datetime | timedelta = timedelta(days=30),
+        create_tables: bool = True,
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -150,14 +150,12 @@ class AuthKit:
             api_base_url=api_base_url,
             database_url=database_url,
             additional_event_types=additional_event_types,
-            log_level=log_level,
+            create_tables=create_tables,
             webhook_tolerance=webhook_tolerance,
             action_tolerance=action_tolerance,
             prefix=prefix,
             max_body_size=max_body_size,
         )
-        if self.settings.log_level is not None:
-            logger.setLevel(self.settings.log_level)
         self.clock = clock
         self.http_transport = http_transport
         self._engine = engine
@@ -370,8 +368,8 @@ class AuthKit:
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
         """Start-up and shutdown: ``FastAPI(lifespan=authkit.lifespan)``.
 
-        Creates missing tables. An app with its own lifespan nests it:
-        ``async with authkit.lifespan(app): yield``.
+        Creates the missing tables (unless ``create_tables=False``). An app with its own
+        lifespan nests it: ``async with authkit.lifespan(app): yield``.
         """
         await self.startup()
         try:
@@ -381,7 +379,8 @@ class AuthKit:
 
     async def startup(self) -> None:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
-        await anyio.to_thread.run_sync(create_tables, self.engine)
+        if self.settings.create_tables:
+            await anyio.to_thread.run_sync(create_package_tables, self.engine)
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
         if self.settings.client_id:

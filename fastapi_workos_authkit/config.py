@@ -7,11 +7,11 @@ webhooks never needs a webhook secret.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ._clock import Clock as Clock  # re-exported: feature modules import it from here
 from .errors import ConfigurationError
 
 DEFAULT_API_HOSTNAME = "api.workos.com"
@@ -66,11 +66,11 @@ class Settings:
     api_base_url: str = DEFAULT_API_BASE_URL
     database_url: str = DEFAULT_DATABASE_URL
     additional_event_types: tuple[str, ...] = ()
-    log_level: int | None = None
     webhook_tolerance: float = 180.0
     action_tolerance: float = 30.0
     prefix: str = "/workos"
     max_body_size: int = ONE_MIB
+    create_tables: bool = True
 
     @classmethod
     def resolve(
@@ -84,11 +84,11 @@ class Settings:
         api_base_url: str | None = None,
         database_url: str | None = None,
         additional_event_types: Iterable[str] = (),
-        log_level: int | str | None = None,
         webhook_tolerance: float = 180.0,
         action_tolerance: float = 30.0,
         prefix: str = "/workos",
         max_body_size: int = ONE_MIB,
+        create_tables: bool = True,
     ) -> Settings:
         """Merge explicit options with the ``WORKOS_*`` / ``AUTHKIT_*`` environment variables."""
         hostname = api_hostname or _env("WORKOS_API_HOSTNAME") or DEFAULT_API_HOSTNAME
@@ -111,7 +111,7 @@ class Settings:
             api_base_url=(api_base_url or DEFAULT_API_BASE_URL).rstrip("/"),
             database_url=database_url or _env("AUTHKIT_DATABASE_URL") or DEFAULT_DATABASE_URL,
             additional_event_types=tuple(additional_event_types),
-            log_level=_level(log_level),
+            create_tables=create_tables,
             webhook_tolerance=float(webhook_tolerance),
             action_tolerance=float(action_tolerance),
             prefix=prefix,
@@ -141,16 +141,3 @@ class Settings:
         if not value:
             raise _missing(variable, option, feature)
         return value
-
-
-def _level(level: int | str | None) -> int | None:
-    if level is None or isinstance(level, int):
-        return level
-    resolved = logging.getLevelName(level.upper())
-    if not isinstance(resolved, int):
-        raise ConfigurationError(f"Unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR.")
-    return resolved
-
-
-Clock = Callable[[], float]
-"""A function returning the current time as Unix seconds; injectable for tests."""

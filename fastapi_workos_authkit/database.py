@@ -139,9 +139,20 @@ def unavailable_as_error() -> Iterator[None]:
     except SQLAlchemyError as exc:
         if not is_unavailable(exc):
             raise
-        lines = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
-        reason = lines[0] if lines else type(exc).__name__
+        reason = driver_message(exc) or type(exc).__name__
         raise DatabaseUnavailableError(f"The database is unavailable: {reason}") from exc
+
+
+def driver_message(exc: BaseException) -> str:
+    """The first line of what the database driver said about ``exc`` ("" if it said nothing).
+
+    For a SQLAlchemy error that is the driver's own message (``exc.orig``), never SQLAlchemy's
+    full text, which adds the SQL and its parameters (emails, names). Other exceptions give the
+    first line of their own message.
+    """
+    source: object = getattr(exc, "orig", None) if isinstance(exc, SQLAlchemyError) else exc
+    lines = str(source if source is not None else "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def guarded(work: Callable[[], T]) -> T:

@@ -595,52 +595,64 @@ async def _load_user(
         ) from None
 
 
-class RequirePermissions(_Dependency):
+class _Requirement(_Dependency):
+    """A dependency that verifies the token, then answers 403 unless the claims pass `_refusal`.
+
+    Each subclass says only what it checks; the verification and the refusal live here once.
+    """
+
+    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
+        claims = await verified_claims(self._authkit, connection, required=True)
+        assert claims is not None
+        refusal = self._refusal(claims)
+        if refusal is not None:
+            description, scope = refusal
+            raise _forbid(connection, description, scope)
+        return claims
+
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
+        """Why ``claims`` fall short, as (description, missing scope), or ``None`` if they pass."""
+        raise NotImplementedError
+
+
+class RequirePermissions(_Requirement):
     """Refuse with 403 unless the token grants every one of ``permissions``."""
 
     def __init__(self, authkit: AuthKit, permissions: tuple[str, ...]) -> None:
         super().__init__(authkit)
         self.permissions = permissions
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         missing = [p for p in self.permissions if p not in claims.permissions]
         if missing:
-            raise _forbid(
-                connection, f"Missing permission: {', '.join(missing)}", " ".join(missing)
-            )
-        return claims
+            return f"Missing permission: {', '.join(missing)}", " ".join(missing)
+        return None
 
 
-class RequireRoles(_Dependency):
+class RequireRoles(_Requirement):
     """Refuse with 403 unless the token carries one of ``roles`` (in ``role`` or ``roles``)."""
 
     def __init__(self, authkit: AuthKit, roles: tuple[str, ...]) -> None:
         super().__init__(authkit)
         self.roles = roles
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         held = {*claims.roles, *([claims.role] if claims.role else [])}
         if not held.intersection(self.roles):
-            raise _forbid(connection, f"One of these roles is required: {', '.join(self.roles)}")
-        return claims
+            return f"One of these roles is required: {', '.join(self.roles)}", ""
+        return None
 
 
-class RequireOrganization(_Dependency):
+class RequireOrganization(_Requirement):
     """Refuse with 403 unless the session is scoped to an organization (a given one, if set)."""
 
     def __init__(self, authkit: AuthKit, organization_id: str | None) -> None:
         super().__init__(authkit)
         self.organization_id = organization_id
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         if claims.org_id is None:
-            raise _forbid(connection, "The session is not scoped to an organization")
+            return "The session is not scoped to an organization", ""
         if self.organization_id is not None and claims.org_id != self.organization_id:
-            raise _forbid(connection, "The session is scoped to another organization")
-        return claims
+            return "The session is scoped to another organization", ""
+        return None

@@ -1,4 +1,4 @@
-"""WorkOS event models (SPEC §2): a common envelope, typed data for the common types.
+"""WorkOS event models: a common envelope, typed data for the common types.
 
 Parsing is deliberately forgiving: unknown fields are kept, unknown event types keep their raw
 ``data`` dict, and only the fields the sync needs are required. WorkOS adds fields often, and a
@@ -46,7 +46,7 @@ class User(WorkOSModel):
     name: str | None = None
     profile_picture_url: str | None = None
     external_id: str | None = None
-    # SPEC says string to string; Any keeps a surprise value from failing the whole delivery.
+    # WorkOS documents string to string; Any keeps a surprise value from failing the delivery.
     metadata: dict[str, Any] = Field(default_factory=dict)
     last_sign_in_at: UTCDateTime | None = None
     locale: str | None = None

@@ -25,11 +25,18 @@ from sqlalchemy import Engine, Table, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
+from ._clock import utcnow
+from .database import (
+    begin_immediate,
+    dialect_insert,
+    driver_message,
+    is_unavailable,
+    unavailable_as_error,
+)
 from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
 from .events import DeletedUser, Event, User, subject_of
 from .handlers import HandlerRegistry, call_in_worker
-from .tables import EventStatus, WorkOSEventRecord, utcnow
+from .tables import EventStatus, WorkOSEventRecord
 from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
 
 logger = logging.getLogger("fastapi_workos_authkit")
@@ -73,6 +80,13 @@ class SyncSession(Session):
 
     in_handlers = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # On this session only: a listener on a class (or registered at import) would reach
+        # sessions the package does not own, and an engine-wide one would make the app's reads
+        # take SQLite's write lock too. An app's own engine still gets the lock where we write.
+        event.listen(self, "after_begin", begin_immediate)
+
     def commit(self) -> None:
         self._refuse_in_handlers("commit")
         super().commit()
@@ -95,21 +109,13 @@ class SyncSession(Session):
             )
 
 
-event.listen(SyncSession, "after_begin", begin_immediate)
-
-
 def describe_failure(cause: BaseException) -> str:
     """What the ledger keeps of a failure: the type and message, without SQL or parameters.
 
     A database error's full text carries the statement and its parameters (emails, names), so
     only the driver's first line is kept.
     """
-    if isinstance(cause, SQLAlchemyError):
-        original = getattr(cause, "orig", None)
-        lines = str(original if original is not None else "").strip().splitlines()
-        message = lines[0] if lines else ""
-    else:
-        message = str(cause)
+    message = driver_message(cause) if isinstance(cause, SQLAlchemyError) else str(cause)
     return f"{type(cause).__name__}: {message}"[:_MAX_ERROR_LENGTH]
 
 

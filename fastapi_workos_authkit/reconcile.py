@@ -38,6 +38,7 @@ from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from ._clock import utcnow
 from .database import dialect_insert, guarded, refresh_statistics
 from .errors import (
     AuthKitError,
@@ -158,7 +159,7 @@ DEFAULT_RETENTION = timedelta(days=30)
 
 def _write_state(session: Session, key: str, value: str | None) -> None:
     table = WorkOSSyncState.__table__  # type: ignore[attr-defined]
-    statement = dialect_insert(session, table).values(key=key, value=value, updated_at=_utcnow())
+    statement = dialect_insert(session, table).values(key=key, value=value, updated_at=utcnow())
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["key"],
@@ -174,10 +175,6 @@ def _read_state(engine: Engine, key: str) -> str | None:
             return row.value if row is not None else None
 
     return guarded(read)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(moment: datetime | None) -> str:
@@ -237,7 +234,7 @@ def _record_invalid(engine: Engine, raw: dict[str, Any], error: str) -> bool:
                 status=EventStatus.FAILED.value,
                 attempts=1,
                 last_error=error[:2000],
-                received_at=_utcnow(),
+                received_at=utcnow(),
                 payload=raw,
             )
             session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))

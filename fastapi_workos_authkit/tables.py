@@ -40,11 +40,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
 def _timestamp(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(
         default=None if nullable else ...,

@@ -1,4 +1,4 @@
-"""AuthKit access tokens (SPEC §4): the JWKS key source, verification and the verified-token cache.
+"""AuthKit access tokens (RS256 JWTs): the JWKS key source, verification and the token cache.
 
 Nothing here knows about HTTP requests; `dependencies` maps the exceptions to RFC 6750 answers.
 
@@ -473,8 +473,8 @@ class TokenVerifier:
 
     The issuer allow-list, the JWKS URLs and the audience all come from ``providers``; each
     issuer is accepted with and without a trailing slash. A token usually carries no ``aud``;
-    when it does, it must name one of the providers' ``applicationID`` values (the client id:
-    SPEC §4), and a token with an ``aud`` is refused if no provider declares one.
+    when it does, it must name one of the providers' ``applicationID`` values (the client id),
+    and a token with an ``aud`` is refused if no provider declares one.
 
     Args:
         providers: The trusted providers (see `auth_config_providers`).

@@ -1,4 +1,4 @@
-"""A small async client for the few WorkOS REST endpoints the package needs (SPEC §5).
+"""A small async client for the few WorkOS REST endpoints the package needs (users, events).
 
 One shared connection pool, timeouts, and retries: ``429`` waits for ``Retry-After``; 5xx and
 network errors back off exponentially, capped. The API key travels only in the ``Authorization``
@@ -22,9 +22,9 @@ import anyio
 import httpx
 from pydantic import ValidationError
 
+from ._clock import utcnow
 from .errors import AuthKitError
 from .events import User
-from .tables import utcnow
 
 logger = logging.getLogger("fastapi_workos_authkit")
 

@@ -46,7 +46,7 @@ from tests.conftest import ACTION_SECRET, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.anyio
 
-NOW = 1768478400.0  # the SPEC §3 vector time, 2026-01-15 12:00 UTC
+NOW = 1768478400.0  # the signature vectors' time, 2026-01-15 12:00 UTC
 NOW_MS = 1768478400000
 LOGGER = "fastapi_workos_authkit"
 
@@ -76,7 +76,7 @@ MakeKit = Callable[..., AuthKit]
 
 @pytest.fixture
 def make_kit(engine: Engine) -> MakeKit:
-    """Build an AuthKit on the test database with the clock fixed at the SPEC vector time."""
+    """Build an AuthKit on the test database with the clock fixed at the vectors' time."""
 
     def make(**options: Any) -> AuthKit:
         options.setdefault("action_secret", ACTION_SECRET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -91,6 +92,28 @@ async def test_an_engine_shared_with_the_app_gets_the_tables(tmp_path: Path) -> 
     authkit.engine.dispose()
 
 
+def test_the_logging_snippet_sets_only_the_packages_logger() -> None:
+    logger = logging.getLogger("fastapi_workos_authkit")
+    previous, root = logger.level, logging.getLogger().level
+    try:
+        configuration.show_debug_logs()
+        assert logger.level == logging.DEBUG
+        assert logging.getLogger().level == root
+    finally:
+        logger.setLevel(previous)
+
+
+@pytest.mark.anyio
+async def test_the_migrations_snippet_creates_no_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTHKIT_DATABASE_URL", f"sqlite:///{tmp_path / 'migrated.db'}")
+    authkit = configuration.schema_owned_by_migrations()
+    await _start(authkit)
+    assert inspect(authkit.engine).get_table_names() == []
+    authkit.engine.dispose()
+
+
 @pytest.fixture
 def handlers_snippet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The handlers guide's module, imported fresh with a test database and secret."""
@@ -144,3 +167,11 @@ def test_the_configuration_tables_list_every_authkit_option(page: str) -> None:
     rows = {match.group(1) for match in re.finditer(r"^\| `(\w+)` \|", text, re.MULTILINE)}
     options = set(inspect_signature(AuthKit.__init__).parameters) - {"self"}
     assert options - rows == set(), f"{page} does not document these AuthKit options"
+
+
+def test_no_docstring_or_page_cites_a_document_outside_the_repository() -> None:
+    """The API reference renders docstrings: a citation of an unpublished spec ("SPEC §4") would
+    send readers to a document they cannot open. Say the fact instead."""
+    sources = [*(ROOT / "fastapi_workos_authkit").rglob("*.py"), *DOCS.rglob("*.md")]
+    citing = [str(path.relative_to(ROOT)) for path in sources if "SPEC" in path.read_text("utf-8")]
+    assert citing == []

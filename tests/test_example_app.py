@@ -64,9 +64,9 @@ def app_user(authkit: AuthKit, auth_id: str = ADA) -> AppUser | None:
 
 
 async def registration(
-    send_action: SendAction, config: WorkOSTestConfig, email: str
+    workos_send_action: SendAction, config: WorkOSTestConfig, email: str
 ) -> tuple[str, str | None]:
-    response = await send_action(user_registration_action(email))
+    response = await workos_send_action(user_registration_action(email))
     assert response.status_code == 200, response.text
     payload = verify_action_response(response.content, config.action_secret).payload
     return payload.verdict, payload.error_message
@@ -81,45 +81,45 @@ async def registration(
     ],
 )
 async def test_registration_action(
-    send_action: SendAction,
+    workos_send_action: SendAction,
     workos_config: WorkOSTestConfig,
     email: str,
     verdict: str,
     message: str | None,
 ) -> None:
-    assert await registration(send_action, workos_config, email) == (verdict, message)
+    assert await registration(workos_send_action, workos_config, email) == (verdict, message)
 
 
 async def test_registration_checks_allowed_domains_once_any_is_listed(
-    send_action: SendAction, workos_config: WorkOSTestConfig, workos_authkit: AuthKit
+    workos_send_action: SendAction, workos_config: WorkOSTestConfig, workos_authkit: AuthKit
 ) -> None:
     with Session(workos_authkit.engine) as session:
         session.add(AllowedDomain(domain="acme.test"))
         session.commit()
-    assert await registration(send_action, workos_config, "ada@acme.test") == ("Allow", None)
-    assert await registration(send_action, workos_config, "eve@elsewhere.test") == (
+    assert await registration(workos_send_action, workos_config, "ada@acme.test") == ("Allow", None)
+    assert await registration(workos_send_action, workos_config, "eve@elsewhere.test") == (
         "Deny",
         "elsewhere.test is not allowed to sign up",
     )
 
 
 async def test_authentication_action_allows(
-    send_action: SendAction, workos_config: WorkOSTestConfig
+    workos_send_action: SendAction, workos_config: WorkOSTestConfig
 ) -> None:
-    response = await send_action(authentication_action())
+    response = await workos_send_action(authentication_action())
     payload = verify_action_response(response.content, workos_config.action_secret).payload
     assert payload.verdict == "Allow"
 
 
 # --8<-- [start:whole-life]
 async def test_a_users_whole_life(
-    send_webhook: SendWebhook,
+    workos_send_webhook: SendWebhook,
     workos_client: httpx.AsyncClient,
     workos_tokens: TokenFactory,
     workos_authkit: AuthKit,
 ) -> None:
     created = factories.user_created(ADA, email="ada@acme.test", first_name="Ada", last_name="L")
-    assert (await send_webhook(created)).status_code == 200
+    assert (await workos_send_webhook(created)).status_code == 200
     user = app_user(workos_authkit)
     assert user is not None
     assert (user.email, user.name) == ("ada@acme.test", "Ada L")
@@ -145,10 +145,10 @@ async def test_a_users_whole_life(
         last_name="Lovelace",
         updated_at=factories.at(60),
     )
-    assert (await send_webhook(updated)).status_code == 200
+    assert (await workos_send_webhook(updated)).status_code == 200
 
-    assert (await send_webhook(factories.session_created(ADA))).status_code == 200
-    assert (await send_webhook(factories.session_revoked(ADA))).status_code == 200
+    assert (await workos_send_webhook(factories.session_created(ADA))).status_code == 200
+    assert (await workos_send_webhook(factories.session_revoked(ADA))).status_code == 200
     user = app_user(workos_authkit)
     assert user is not None
     assert (user.email, user.name) == ("ada@lovelace.test", "Ada Lovelace")
@@ -156,7 +156,7 @@ async def test_a_users_whole_life(
     assert user.last_logout_at is not None
 
     # Deleted: the app user and their lists go, and the token no longer opens anything.
-    assert (await send_webhook(factories.user_deleted(ADA, id_only=True))).status_code == 200
+    assert (await workos_send_webhook(factories.user_deleted(ADA, id_only=True))).status_code == 200
     with Session(workos_authkit.engine) as session:
         assert session.exec(select(AppUser)).all() == []
         assert session.exec(select(TodoList)).all() == []
@@ -166,12 +166,12 @@ async def test_a_users_whole_life(
 
 
 async def test_todo_lists_need_a_token_and_stay_private(
-    send_webhook: SendWebhook, workos_client: httpx.AsyncClient, workos_tokens: TokenFactory
+    workos_send_webhook: SendWebhook, workos_client: httpx.AsyncClient, workos_tokens: TokenFactory
 ) -> None:
     assert (await workos_client.get("/todo-lists")).status_code == 401
     grace = "user_01GRACEEXAMPLEAPP00000000"
     for user_id, email in ((ADA, "ada@acme.test"), (grace, "grace@acme.test")):
-        assert (await send_webhook(factories.user_created(user_id, email=email))).is_success
+        assert (await workos_send_webhook(factories.user_created(user_id, email=email))).is_success
     own = await workos_client.post(
         "/todo-lists", json={"name": "Mine"}, headers=bearer(workos_tokens)
     )
@@ -184,21 +184,21 @@ async def test_todo_lists_need_a_token_and_stay_private(
 
 
 async def test_a_sign_in_before_the_user_is_synced_is_retried(
-    send_webhook: SendWebhook, workos_authkit: AuthKit
+    workos_send_webhook: SendWebhook, workos_authkit: AuthKit
 ) -> None:
     early = factories.session_created(ADA)
-    assert (await send_webhook(early)).status_code == 500  # rolled back; WorkOS retries
-    assert (await send_webhook(factories.user_created(ADA))).status_code == 200
-    retried = await send_webhook(early)
+    assert (await workos_send_webhook(early)).status_code == 500  # rolled back; WorkOS retries
+    assert (await workos_send_webhook(factories.user_created(ADA))).status_code == 200
+    retried = await workos_send_webhook(early)
     assert retried.json()["status"] == "processed"
     user = app_user(workos_authkit)
     assert user is not None
     assert user.last_login_at is not None
 
 
-async def test_a_sign_in_of_a_deleted_user_is_ignored(send_webhook: SendWebhook) -> None:
-    assert (await send_webhook(factories.user_deleted(ADA, id_only=True))).is_success
-    assert (await send_webhook(factories.session_created(ADA))).status_code == 200
+async def test_a_sign_in_of_a_deleted_user_is_ignored(workos_send_webhook: SendWebhook) -> None:
+    assert (await workos_send_webhook(factories.user_deleted(ADA, id_only=True))).is_success
+    assert (await workos_send_webhook(factories.session_created(ADA))).status_code == 200
 
 
 # --8<-- [start:fake-workos]

@@ -1,5 +1,7 @@
 """Ways to configure `AuthKit`, shown in the configuration guide and run by tests/test_docs.py."""
 
+import logging
+
 from fastapi_workos_authkit import AuthKit
 from fastapi_workos_authkit.database import make_engine
 
@@ -22,7 +24,6 @@ def explicit(webhook_secret: str, database_url: str) -> AuthKit:
         prefix="/auth/workos",  # routes: /auth/workos/webhook, /auth/workos/action
         webhook_tolerance=300,  # seconds of clock skew accepted on signatures
         max_body_size=256 * 1024,  # larger bodies are refused with 413
-        log_level="DEBUG",
     )
 
 
@@ -37,3 +38,21 @@ def sharing_the_apps_engine(database_url: str) -> AuthKit:
 
 
 # --8<-- [end:engine]
+
+
+# --8<-- [start:logging]
+def show_debug_logs() -> None:
+    # The package never sets its logger's level: the app does, like for any library.
+    logging.getLogger("fastapi_workos_authkit").setLevel(logging.DEBUG)
+
+
+# --8<-- [end:logging]
+
+
+# --8<-- [start:migrations]
+def schema_owned_by_migrations() -> AuthKit:
+    # Alembic creates the workos_* tables (`alembic upgrade head`): start-up creates none.
+    return AuthKit(create_tables=False)
+
+
+# --8<-- [end:migrations]

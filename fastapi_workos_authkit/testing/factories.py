@@ -1,4 +1,4 @@
-"""Realistic WorkOS payloads (SPEC §2) for tests: users, sessions, organizations, memberships."""
+"""Realistic WorkOS webhook payloads for tests: users, sessions, organizations, memberships."""
 
 from __future__ import annotations
 

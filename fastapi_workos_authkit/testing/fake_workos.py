@@ -3,9 +3,9 @@
 `FakeWorkOS` is a plain ASGI app. Reach it in-process with ``fake.transport()`` (pass it to
 ``AuthKit(http_transport=...)``), or serve it on a loopback port with `FakeWorkOSServer` (uvicorn
 in a thread) or ``python -m fastapi_workos_authkit.testing`` (uvicorn in its own
-process, for command-line tests and benchmarks).
+process, for command-line tests and benchmarks). Serving needs uvicorn, the ``server`` extra.
 
-It implements what the package calls (SPEC §5):
+It implements the WorkOS REST endpoints the package calls:
 
 * ``GET /user_management/users`` (``limit``, ``after``, ``before``, ``order``), oldest first;
 * ``GET /user_management/users/{id}`` (404 for an unknown or deleted user);
@@ -406,6 +406,19 @@ class _FakeTransport(httpx.AsyncBaseTransport):
             ) from None
 
 
+def _uvicorn(feature: str) -> Any:
+    # uvicorn is the `server` extra: only serving the fake on a real port needs it.
+    try:
+        import uvicorn
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"{feature} serves the fake WorkOS with uvicorn, which is not installed: install "
+            "the server extra, pip install 'fastapi-workos-authkit[server]' (or pip install "
+            "uvicorn). FakeWorkOS itself needs no server: pass it as AuthKit(http_transport=...)."
+        ) from exc
+    return uvicorn
+
+
 class FakeWorkOSServer:
     """Serve a `FakeWorkOS` with uvicorn on a free loopback port, in a background thread.
 
@@ -416,8 +429,7 @@ class FakeWorkOSServer:
     """
 
     def __init__(self, fake: FakeWorkOS, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
+        uvicorn = _uvicorn("FakeWorkOSServer")
         self.fake = fake
         config = uvicorn.Config(fake, host=host, port=port, log_level="critical", lifespan="on")
         self._server = uvicorn.Server(config)
@@ -455,8 +467,7 @@ def serve(fake: FakeWorkOS) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run a seeded fake WorkOS under uvicorn (for the command-line tests and benchmarks)."""
-    import uvicorn
-
+    uvicorn = _uvicorn("python -m fastapi_workos_authkit.testing")
     parser = argparse.ArgumentParser(description="Serve a fake WorkOS REST API on loopback.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -103,7 +103,7 @@ def encode_rs256(claims: dict[str, Any], key: RSAKeyPair, header: dict[str, Any]
 
 
 class TokenFactory:
-    """Mints AuthKit access tokens with realistic claims (SPEC §4), signed by a test key.
+    """Mints RS256 access tokens with the claims AuthKit issues, signed by a test key.
 
     Args:
         client_id: The WorkOS client id; the default issuer is
