@@ -487,9 +487,6 @@ def _token_recipes(tokens: TokenFactory) -> list[Recipe]:
     header = {"alg": "RS256", "typ": "JWT", "kid": key.kid}
     claims = tokens.claims(_TOKEN_SUB)
 
-    def segment(raw: bytes) -> str:
-        return b64url(raw)
-
     header_json = json.dumps(header, separators=(",", ":")).encode()
     claims_json = json.dumps(claims, separators=(",", ":")).encode()
     nested_list = b"[" * _TOKEN_DEPTH + b"]" * _TOKEN_DEPTH
@@ -503,13 +500,13 @@ def _token_recipes(tokens: TokenFactory) -> list[Recipe]:
         _token(
             "header_nested",
             "token_nested_json",
-            _resigned(segment(header_json[:-1] + nested_in), p, key),
+            _resigned(b64url(header_json[:-1] + nested_in), p, key),
         ),
-        _token("header_nested_list", "token_nested_json", _resigned(segment(nested_list), p, key)),
+        _token("header_nested_list", "token_nested_json", _resigned(b64url(nested_list), p, key)),
         _token(
             "payload_nested",
             "token_nested_json",
-            _resigned(h, segment(claims_json[:-1] + nested_in), key),
+            _resigned(h, b64url(claims_json[:-1] + nested_in), key),
         ),
         _token("signature_padded", "token_non_canonical", good + "=="),
         _token(
