@@ -28,6 +28,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from .database import is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
+from .events import MAX_USER_ID_LENGTH
 from .tables import WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError
 from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, is_plausible_id
@@ -436,6 +437,10 @@ class UserStore:
 
     async def _just_in_time(self, user_id: str) -> WorkOSUser:
         # The first request after sign-up can beat the user.created webhook.
+        if len(user_id) > MAX_USER_ID_LENGTH:
+            # A plausible id, but longer than the users table holds: no WorkOS answer could be
+            # stored, so don't spend a call (and the rate limit) on it.
+            raise UserNotFoundError("The user does not exist")
         if self._known_not_found(user_id):
             raise UserNotFoundError("The user does not exist")
         while True:

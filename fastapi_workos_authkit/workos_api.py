@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from ._clock import utcnow
 from .errors import AuthKitError
-from .events import User
+from .events import MAX_EMAIL_LENGTH, MAX_USER_ID_LENGTH, User
+from .untrusted_json import clean_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -330,13 +331,38 @@ def _decode(response: httpx.Response, path: str) -> dict[str, Any]:
 
 
 def _user(item: object, where: str) -> User:
+    """A user object from WorkOS, held to the same rules as a user in a webhook event.
+
+    Lone surrogates are replaced (as `clean_json` does for every signed body), so the user can
+    be stored on any database; a non-finite number, nesting past the limit, or an id or email
+    longer than its column is a `WorkOSAPIError` rather than a database error later.
+    """
+    cleaned, problems = clean_json(item)
+    if problems:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with a user that cannot be stored: "
+            + "; ".join(sorted(problems))
+        )
     try:
-        return User.model_validate(item)
+        user = User.model_validate(cleaned)
     except ValidationError as exc:
         raise WorkOSAPIError(
             f"WorkOS answered GET {where} with something that is not a user object: "
             f"{_problems(exc)}"
         ) from None  # the ValidationError's text quotes the input
+    too_long = [
+        f"{name} is longer than {limit} characters"
+        for name, value, limit in (
+            ("id", user.id, MAX_USER_ID_LENGTH),
+            ("email", user.email or "", MAX_EMAIL_LENGTH),
+        )
+        if len(value) > limit
+    ]
+    if too_long:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with a user that cannot be stored: " + "; ".join(too_long)
+        )
+    return user
 
 
 def _problems(exc: ValidationError) -> str:

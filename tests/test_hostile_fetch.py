@@ -5,6 +5,7 @@ faked, with respx routes that count every call: its JWKS, and its users endpoint
 whatever the case needs.
 """
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
@@ -16,6 +17,7 @@ import pytest
 import respx
 from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from fastapi_workos_authkit import (
     AccessTokenClaims,
@@ -367,8 +369,8 @@ async def test_plausible_subs_of_any_shape_are_looked_up_up_to_128_characters(
     client: httpx.AsyncClient, workos: FakeWorkOS, tokens: TokenFactory
 ) -> None:
     # Fixtures and emulators use short ids: the rule is the alphabet and the length, not ULIDs.
-    # (Ids of 65 to 128 characters are looked up but answered 404 here: the users table's id
-    # column holds 64 on PostgreSQL, so an existing user that long could not be stored.)
+    # (Ids of 65 to 128 characters pass the rule, but the users table's id column holds 64, so
+    # no WorkOS answer for them could be stored: they are refused without a call.)
     for sub in ["u1", "user_01HXYZ", "USER_lower_123", "a" * 64]:
         workos.users.mock(return_value=httpx.Response(200, json=factories.user(sub)))
         response = await client.get("/me", headers=bearer(tokens.mint(sub)))
@@ -381,8 +383,63 @@ async def test_plausible_subs_of_any_shape_are_looked_up_up_to_128_characters(
     assert workos.api_key_requests() == [
         *(f"/user_management/users/{sub}" for sub in ["u1", "user_01HXYZ", "USER_lower_123"]),
         f"/user_management/users/{'a' * 64}",
-        f"/user_management/users/{'a' * 128}",
     ]
+
+
+async def test_a_fetched_user_with_lone_surrogates_is_stored_with_them_replaced(
+    client: httpx.AsyncClient, workos: FakeWorkOS, tokens: TokenFactory, engine: Engine
+) -> None:
+    # The same rule as a signed webhook body: a lone surrogate becomes U+FFFD, on both
+    # databases (a UTF-8 driver cannot encode it, so storing it as sent gave a 500).
+    text = json.dumps(factories.user("user_01SURROGATE", first_name="Ada"))
+    content = text.replace('"Ada"', '"Ada\\ud800"').encode()
+    assert b"\\ud800" in content
+    raw = httpx.Response(200, content=content, headers={"content-type": "application/json"})
+    workos.users.mock(return_value=raw)
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01SURROGATE")))
+    assert response.status_code == 200, response.text
+    with Session(engine) as session:
+        stored = session.get(WorkOSUser, "user_01SURROGATE")
+        assert stored is not None
+        assert stored.first_name == "Ada\ufffd"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"email": "a" * 310 + "@example.com"},
+        {"metadata": {"score": float("nan")}},
+    ],
+    ids=["email over 320", "non-finite number"],
+)
+async def test_a_fetched_user_that_cannot_be_stored_is_503_and_writes_nothing(
+    client: httpx.AsyncClient,
+    workos: FakeWorkOS,
+    tokens: TokenFactory,
+    engine: Engine,
+    override: dict[str, object],
+) -> None:
+    workos.users.mock(
+        return_value=httpx.Response(
+            200,
+            content=json.dumps({**factories.user("user_01UNSTORABLE"), **override}).encode(),
+            headers={"content-type": "application/json"},
+        )
+    )
+    response = await client.get("/me", headers=bearer(tokens.mint("user_01UNSTORABLE")))
+    assert_retry_later(response)
+    with Session(engine) as session:
+        assert session.get(WorkOSUser, "user_01UNSTORABLE") is None
+
+
+async def test_a_sub_longer_than_any_stored_user_id_is_401_without_a_workos_call(
+    client: httpx.AsyncClient, workos: FakeWorkOS, tokens: TokenFactory
+) -> None:
+    for sub in ["a" * 65, "a" * 128]:
+        response = await client.get("/me", headers=bearer(tokens.mint(sub)))
+        assert response.status_code == 401
+        assert "does not exist" in response.json()["detail"]
+    assert workos.users.call_count == 0
 
 
 def test_the_plausible_id_rule() -> None:
