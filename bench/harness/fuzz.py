@@ -393,14 +393,15 @@ def _signed_route_recipes(serial: Counter[str]) -> list[Recipe]:
         names: dict[str, Any] = {
             "escaped_high": {"first_name": "Ana\ud800"},
             "escaped_low": {"last_name": "\udfffDavis"},
-            "raw_bytes_ed_a0_80": {"first_name": "SURROGATE"},
+            # A marker the ids do not contain, replaced by the raw bytes below.
+            "raw_bytes_ed_a0_80": {"first_name": "RAWBYTESMARK"},
         }[variant]
         body = encode(factories.user_created(user_id, event_id=event_id, **names))
         action = encode(authentication_action(factories.user(**names)))
         if variant == "raw_bytes_ed_a0_80":
             # ED A0 80 is U+D800 encoded as if it were a character: not valid UTF-8.
-            body = body.replace(b"SURROGATE", b"Ana\xed\xa0\x80")
-            action = action.replace(b"SURROGATE", b"Ana\xed\xa0\x80")
+            body = body.replace(b"RAWBYTESMARK", b"Ana\xed\xa0\x80")
+            action = action.replace(b"RAWBYTESMARK", b"Ana\xed\xa0\x80")
         recipe = _signed(variant, WEBHOOK, body, "surrogates")
         recipe.stores = (event_id, user_id)
         recipes += [recipe, _signed(variant, ACTION, action, "surrogates")]
