@@ -13,7 +13,6 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from . import reconcile
 from .actions import (
     MAX_SYNC_ACTION_HANDLERS,
     ActionHandler,
@@ -24,6 +23,7 @@ from .actions import (
     add_action_route,
     check_action_options,
 )
+from .backfill import backfill_users
 from .config import ONE_MIB, Clock, Settings
 from .database import create_tables as create_package_tables
 from .database import make_engine
@@ -37,10 +37,23 @@ from .dependencies import (
     UserStore,
 )
 from .errors import ConfigurationError
+from .events_sync import sync_events
 from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
+from .poller import EventsPoller
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
-from .reconcile import EventsPoller
+from .prune import prune
+from .reconcile_results import (
+    BackfillResult,
+    ProgressCallback,
+    PruneResult,
+    ReplayResult,
+    SyncEventsResult,
+    SyncStatus,
+)
+from .recovery import DEFAULT_RETENTION, Recovery
+from .replay import replay_failed
+from .status import sync_status
 from .tokens import TokenOptions, TokenVerifier
 from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
@@ -170,6 +183,15 @@ class AuthKit:
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
         self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
+        self._recovery = Recovery(
+            engine=lambda: self.engine,
+            pipeline=self.pipeline,
+            workos=lambda: self.workos_api,
+            clock=clock,
+            handled_event_types=self.handlers.event_types,
+            additional_event_types=tuple(self.settings.additional_event_types),
+            events_range_start=events_range_start,
+        )
         check_action_options(action_timeout, unhandled_action)
         self.action_timeout = float(action_timeout)
         self.sync_action_slots = SyncHandlerSlots(max_sync_action_handlers)
@@ -279,25 +301,90 @@ class AuthKit:
         # Tests inject a client with their own retry policy and sleep; shutdown closes it.
         self._workos_api = client
 
-    async def sync_events(self, **options: Any) -> reconcile.SyncEventsResult:
-        """Catch up from the Events API; see `reconcile.sync_events` for the options."""
-        return await reconcile.sync_events(self, **options)
+    async def sync_events(
+        self,
+        *,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+        restart_from: datetime | timedelta | None = None,
+    ) -> SyncEventsResult:
+        """Catch up from the Events API: process every event of the types in play since the
+        job's own cursor, each once, through the same pipeline as webhooks.
 
-    async def backfill_users(self, **options: Any) -> reconcile.BackfillResult:
-        """Copy every WorkOS user into the users table; see `reconcile.backfill_users`."""
-        return await reconcile.backfill_users(self, **options)
+        Args:
+            progress: Called with a `Progress` after every page.
+            lease_ttl: Seconds the ``sync_events`` lease lasts without renewal; another
+                instance may take it over after that.
+            restart_from: Forget the cursor and start again from this moment (an aware
+                ``datetime``, or a ``timedelta`` before now); the ledger skips what was
+                already processed.
 
-    async def replay_failed(self, **options: Any) -> reconcile.ReplayResult:
-        """Process failed ledger events again; see `reconcile.replay_failed`."""
-        return await reconcile.replay_failed(self, **options)
+        The cursor, the event types it was advanced for, poison events and failures are
+        described in `fastapi_workos_authkit.events_sync.sync_events`.
+        """
+        return await sync_events(
+            self._recovery, progress=progress, lease_ttl=lease_ttl, restart_from=restart_from
+        )
 
-    async def prune(self, **options: Any) -> reconcile.PruneResult:
-        """Delete old processed ledger rows and tombstones; see `reconcile.prune`."""
-        return await reconcile.prune(self, **options)
+    async def backfill_users(
+        self,
+        *,
+        run_handlers: bool = True,
+        restart: bool = False,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+    ) -> BackfillResult:
+        """Copy every WorkOS user into the users table, oldest first, a page per transaction.
 
-    async def sync_status(self, **options: Any) -> reconcile.SyncStatus:
-        """Ledger counts, cursors, recent failures and leases; see `reconcile.sync_status`."""
-        return await reconcile.sync_status(self, **options)
+        Args:
+            run_handlers: Run the ``user.created`` / ``user.updated`` handlers of each
+                inserted or refreshed row, in the page's transaction.
+            restart: Ignore the cursor an interrupted run left, and start from the first user.
+            progress: Called with a `Progress` after every page.
+            lease_ttl: Seconds the ``backfill_users`` lease lasts without renewal.
+
+        See `fastapi_workos_authkit.backfill.backfill_users` for resuming and failures.
+        """
+        return await backfill_users(
+            self._recovery,
+            run_handlers=run_handlers,
+            restart=restart,
+            progress=progress,
+            lease_ttl=lease_ttl,
+        )
+
+    async def replay_failed(
+        self, *, limit: int | None = None, progress: ProgressCallback | None = None
+    ) -> ReplayResult:
+        """Process the failed ledger events again, oldest first, through the pipeline.
+
+        Args:
+            limit: Replay at most this many (all by default).
+            progress: Called with a `Progress` after every event.
+        """
+        return await replay_failed(self._recovery, limit=limit, progress=progress)
+
+    async def prune(
+        self,
+        *,
+        ledger_retention: timedelta = DEFAULT_RETENTION,
+        tombstone_retention: timedelta = DEFAULT_RETENTION,
+    ) -> PruneResult:
+        """Delete processed ledger rows and tombstones older than their retention periods
+        (30 days by default, at least 3), never past what `sync_events` may still replay.
+
+        See `fastapi_workos_authkit.prune.prune`.
+        """
+        return await prune(
+            self._recovery,
+            ledger_retention=ledger_retention,
+            tombstone_retention=tombstone_retention,
+        )
+
+    async def sync_status(self, *, failures: int = 10) -> SyncStatus:
+        """Ledger counts by status, the cursors, the ``failures`` latest failures and the
+        leases."""
+        return await sync_status(self._recovery, failures=failures)
 
     def on(self, event_type: str) -> Callable[[H], H]:
         """Register a handler for ``event_type``; use as ``@authkit.on("user.created")``.

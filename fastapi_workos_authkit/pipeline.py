@@ -1,9 +1,10 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
 Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`; user
-snapshots from just-in-time fetches go through `EventPipeline.apply_user_snapshot`, and backfill
-pages through `user_table.apply_users` with `run_handlers`. The rules live here and in
-`user_table` once:
+snapshots from just-in-time fetches and backfill pages go through `EventPipeline.apply_snapshots`.
+Every write to the mirrored tables and the ledger happens here (the statements live in
+`user_table` and `ledger`); the recovery jobs only fetch, page, hold their lease and report. The
+rules live here and in `user_table` once:
 
 * exactly one effect per event id (the ledger row is the claim);
 * per user, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
@@ -15,43 +16,49 @@ pages through `user_table.apply_users` with `run_handlers`. The rules live here 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Table, event, update
+from sqlalchemy import Engine, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from ._clock import utcnow
-from .database import (
-    begin_immediate,
-    dialect_insert,
-    driver_message,
-    is_unavailable,
-    unavailable_as_error,
-)
-from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
-from .events import DeletedUser, Event, User, subject_of
+from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
+from .errors import DatabaseUnavailableError, EventFailedError, HandlerError, InvalidEventError
+from .events import DeletedUser, Event, User, parse_event
 from .handlers import HandlerRegistry, call_in_worker
+from .ledger import (
+    count_failed_attempt,
+    delete_processed,
+    describe_failure,
+    insert_invalid,
+    ledger_id,
+    ledger_row,
+    ledger_table,
+    upsert_failure,
+)
 from .tables import EventStatus, WorkOSEventRecord
-from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
+from .user_table import (
+    HANDLERS_FOR_EFFECT,
+    Effect,
+    apply_user,
+    apply_user_deletion,
+    apply_users,
+    delete_tombstones,
+)
 
 logger = logging.getLogger("fastapi_workos_authkit")
-
-_MAX_ERROR_LENGTH = 2000
 
 
 class _Claim(StrEnum):
     NEW = "new"
     RETRY = "retry"
     DUPLICATE = "duplicate"
-
-
-def _ledger() -> Table:
-    return WorkOSEventRecord.__table__  # type: ignore[attr-defined, no-any-return]
 
 
 class Outcome(StrEnum):
@@ -67,6 +74,15 @@ class Result:
 
     outcome: Outcome
     effect: Effect
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `EventPipeline.prune` deleted, and the event-time bound it respected."""
+
+    events: int
+    tombstones: int
+    bound: datetime | None
 
 
 class SyncSession(Session):
@@ -109,16 +125,6 @@ class SyncSession(Session):
             )
 
 
-def describe_failure(cause: BaseException) -> str:
-    """What the ledger keeps of a failure: the type and message, without SQL or parameters.
-
-    A database error's full text carries the statement and its parameters (emails, names), so
-    only the driver's first line is kept.
-    """
-    message = driver_message(cause) if isinstance(cause, SQLAlchemyError) else str(cause)
-    return f"{type(cause).__name__}: {message}"[:_MAX_ERROR_LENGTH]
-
-
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     """The event handlers receive for a user snapshot (a REST fetch has no WorkOS event).
 
@@ -129,23 +135,6 @@ def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     return Event[User](
         id=f"{source}_{user.id}_{stamp}", event=event_type, data=user, created_at=user.updated_at
     )
-
-
-def _ledger_row(
-    event: Event[Any], payload: dict[str, Any], source: str, status: EventStatus
-) -> dict[str, Any]:
-    """A first-attempt ledger row for ``event``."""
-    return {
-        "id": event.id,
-        "event_type": event.event,
-        "subject_id": subject_of(event),
-        "source": source,
-        "status": status.value,
-        "attempts": 1,
-        "event_created_at": event.created_at,
-        "received_at": utcnow(),
-        "payload": payload,
-    }
 
 
 class EventPipeline:
@@ -177,7 +166,7 @@ class EventPipeline:
                 effect = self._apply(session, event)
                 self.run_handlers(session, event, effect)
                 if claim is _Claim.RETRY:
-                    table = _ledger()
+                    table = ledger_table()
                     session.execute(
                         update(table)
                         .where(table.c.id == event.id)
@@ -206,21 +195,103 @@ class EventPipeline:
         return Result(Outcome.PROCESSED, effect)
 
     def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
-        """Apply a user fetched from the REST API (just in time, backfill) and run its handlers.
+        """Apply a user fetched from the REST API just in time and run its handlers.
 
-        The same rules as events: newest ``updated_at`` wins, tombstones are respected. The
-        handlers of the effective change run in the transaction (an insert runs ``user.created``
-        handlers) with a synthetic event ``{source}_{user id}_{updated_at ms}``; nothing goes to
-        the ledger, since no WorkOS event id exists. Raises `HandlerError` (rolled back) and
-        `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
+        `apply_snapshots` for one user. Synchronous: call it from a worker thread.
+        """
+        return self.apply_snapshots([user], source=source)[0]
+
+    def apply_snapshots(
+        self,
+        users: Sequence[User],
+        *,
+        source: str,
+        run_handlers: bool = True,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> list[Effect]:
+        """Apply users fetched from the REST API in one transaction; return each one's effect.
+
+        The same rules as events: newest ``updated_at`` wins, tombstones are respected. With
+        ``run_handlers``, the handlers of each effective change run in the transaction (an insert
+        runs ``user.created`` handlers) with a synthetic event ``{source}_{user id}_{updated_at
+        ms}``; nothing goes to the ledger, since no WorkOS event id exists. ``before_commit``
+        runs last in the same transaction: a backfill writes its cursor there and checks that
+        its lease is still its own, so a page and its cursor commit together or not at all, and
+        one commit per page (not per user) is what lets a backfill keep up with WorkOS's rate
+        limit. Raises `HandlerError` (rolled back, nothing recorded), whatever ``before_commit``
+        raises, and `DatabaseUnavailableError`. Synchronous: call it from a worker thread.
         """
         with self._transaction() as session:
-            effect = apply_user(session, user)
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is not None:
-                self.run_handlers(session, snapshot_event(user, handler_type, source), effect)
+            effects = apply_users(session, list(users))
+            if run_handlers:
+                for user, effect in zip(users, effects, strict=True):
+                    handler_type = HANDLERS_FOR_EFFECT.get(effect)
+                    if handler_type is not None:
+                        event = snapshot_event(user, handler_type, source)
+                        self.run_handlers(session, event, effect)
+            if before_commit is not None:
+                before_commit(session)
             session.commit()
-        return effect
+        return effects
+
+    def record_invalid(self, payload: dict[str, Any], error: str, *, source: str) -> bool:
+        """Keep an event that cannot be processed as a failed ledger row (never drop it).
+
+        ``payload`` must already be storable (see `untrusted_json.clean_json`). Returns False if
+        even that row could not be written although the database answers; an outage raises
+        `DatabaseUnavailableError`. Synchronous: call it from a worker thread.
+        """
+        try:
+            with unavailable_as_error(), Session(self._engine()) as session:
+                insert_invalid(session, payload, error, source)
+                session.commit()
+        except SQLAlchemyError as exc:
+            logger.error(
+                "event %s from %s: recording it as failed did not work either (%s)",
+                ledger_id(str(payload.get("id"))),
+                source,
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    def retry(self, record: WorkOSEventRecord) -> None:
+        """Process a failed ledger event again from its stored payload (source ``replay``).
+
+        A failure of the event or its handlers is recorded by `process` as usual; a payload
+        that is not a valid event counts one more failed attempt, with the reason. Raises
+        `DatabaseUnavailableError` only. Synchronous: call it from a worker thread.
+        """
+        try:
+            event = parse_event(record.payload)
+        except InvalidEventError as exc:
+            with unavailable_as_error(), Session(self._engine()) as session:
+                count_failed_attempt(session, record.id, f"InvalidEventError: {exc}")
+                session.commit()
+            return
+        with suppress(EventFailedError):
+            self.process(event, record.payload, source="replay")
+
+    def prune(
+        self,
+        *,
+        events_before: datetime,
+        tombstones_before: datetime,
+        bound: Callable[[Session], datetime | None],
+    ) -> Pruned:
+        """Delete processed ledger rows and tombstones older than their cut-offs, in one
+        transaction; failed ledger rows stay for `replay_failed`.
+
+        ``bound`` runs first in the same transaction and returns an event time (or ``None``):
+        nothing from an event created at or after it is deleted, since the Events API sync may
+        still replay that event. Synchronous: call it from a worker thread.
+        """
+        with unavailable_as_error(), Session(self._engine()) as session:
+            limit = bound(session)
+            events = delete_processed(session, before=events_before, bound=limit)
+            tombstones = delete_tombstones(session, before=tombstones_before, bound=limit)
+            session.commit()
+        return Pruned(events=events, tombstones=tombstones, bound=limit)
 
     @contextmanager
     def _transaction(self) -> Iterator[SyncSession]:
@@ -236,8 +307,8 @@ class EventPipeline:
         # same id blocks on it until we finish; on SQLite it takes the write lock up front.
         # The row says "processed" at once: nobody sees it before we commit, and if a handler
         # fails the whole transaction rolls back and the failure is recorded separately.
-        table = _ledger()
-        row = _ledger_row(event, payload, source, EventStatus.PROCESSED)
+        table = ledger_table()
+        row = ledger_row(event, payload, source, EventStatus.PROCESSED)
         inserted = session.execute(
             dialect_insert(session, table)
             .values(**row, processed_at=row["received_at"])
@@ -307,24 +378,10 @@ class EventPipeline:
             type(cause).__name__,
         )
         logger.debug("failure of event %s", event.id, exc_info=cause)
-        table = _ledger()
         try:
             with Session(self._engine()) as session:
-                statement = dialect_insert(session, table).values(
-                    **_ledger_row(event, payload, source, EventStatus.FAILED), last_error=error
-                )
-                # Never overwrite a success: a concurrent delivery may have processed it meanwhile.
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["id"],
-                        set_={
-                            "status": EventStatus.FAILED.value,
-                            "attempts": table.c.attempts + 1,
-                            "last_error": error,
-                        },
-                        where=table.c.status != EventStatus.PROCESSED.value,
-                    )
-                )
+                row = ledger_row(event, payload, source, EventStatus.FAILED)
+                upsert_failure(session, row, error)
                 session.commit()
         except SQLAlchemyError as exc:
             logger.error(

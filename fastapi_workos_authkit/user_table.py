@@ -1,7 +1,7 @@
 """The user-table rules, written once for every path that changes a user row.
 
 Webhooks and the Events API (one user per transaction), just-in-time fetches (one user) and
-backfill (a page of users per transaction) all go through `apply_users`:
+backfill (a page of users per transaction) all go through `apply_users`, called by `pipeline`:
 
 * a tombstoned id is left alone, so no late event or snapshot brings a deleted user back;
 * a missing row is inserted;
@@ -144,3 +144,15 @@ def apply_user_deletion(
     )
     session.execute(tombstone.on_conflict_do_nothing(index_elements=["user_id"]))
     return Effect.DELETED if existed else Effect.UNCHANGED
+
+
+def delete_tombstones(session: Session, *, before: datetime, bound: datetime | None) -> int:
+    """Delete tombstones of deletions before ``before`` (and before ``bound``, if given).
+
+    A tombstone is stamped with its ``user.deleted`` event's ``created_at``, so ``bound`` (an
+    event time) applies to it directly. Returns how many went.
+    """
+    statement = delete(TOMBSTONES).where(TOMBSTONES.c.deleted_at < before)
+    if bound is not None:
+        statement = statement.where(TOMBSTONES.c.deleted_at < bound)
+    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
