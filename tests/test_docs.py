@@ -62,7 +62,7 @@ def test_configuration_reads_the_environment_and_demands_nothing(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORKOS_ACTION_SECRET", "action_from_env")
     authkit = configuration.from_the_environment()
-    assert authkit.settings.action_secret == "action_from_env"
+    assert authkit.settings.require_action_secret() == "action_from_env"
     with pytest.raises(ConfigurationError, match="WORKOS_WEBHOOK_SECRET"):
         authkit.router()
 
@@ -72,7 +72,7 @@ def test_explicit_options_win_and_move_the_routes(
 ) -> None:
     monkeypatch.setenv("WORKOS_WEBHOOK_SECRET", "from_env")
     authkit = configuration.explicit("whsec_explicit", f"sqlite:///{tmp_path / 'x.db'}")
-    assert authkit.settings.webhook_secret == "whsec_explicit"
+    assert authkit.settings.require_webhook_secret() == "whsec_explicit"
     assert authkit.settings.webhook_tolerance == 300
     paths = {route.path for route in authkit.router(actions=False).routes}  # type: ignore[attr-defined]
     assert paths == {"/auth/workos/webhook"}
