@@ -105,7 +105,7 @@ class AuthKit:
             owns_engine=self._owns_engine,
             pipeline=self.pipeline,
             workos_api=self._workos_api_if_configured,
-            clock=lambda: self.clock(),
+            clock=clock,
             not_found_ttl=settings.user_not_found_ttl,
         )
         self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)

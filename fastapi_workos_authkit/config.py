@@ -6,6 +6,9 @@ default. ``pydantic-settings`` does the reading and the type checks; the rules t
 (a positive tolerance, a prefix shape) are validators here, and every failure becomes one
 `ConfigurationError` naming the option.
 
+The module is longer than most because it is the one place every option is written down: two
+dozen fields, each with its documentation, and the rules of their values.
+
 Nothing here is demanded when `AuthKit` is constructed. Each feature asks for the value it needs
 through one of the ``require_*`` methods when it is mounted or used, so an app that never receives
 webhooks never needs a webhook secret.
@@ -14,6 +17,7 @@ webhooks never needs a webhook secret.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -72,10 +76,47 @@ _WHERE_TO_FIND = {
 }
 
 
-def _env(variable: str) -> Any:
-    """A field read from ``variable`` (only) besides its own keyword."""
-    return Field(validation_alias=AliasChoices(variable))
+def _positive(value: float) -> bool:
+    return value > 0  # False for NaN too
 
+
+# The rules that need words, with the message naming the option; ``{value}`` is the value given.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "webhook_tolerance": (_positive, "webhook_tolerance must be a positive number of seconds."),
+    "action_tolerance": (_positive, "action_tolerance must be a positive number of seconds."),
+    "action_timeout": (_positive, "action_timeout must be a positive number of seconds."),
+    "jwks_cache_ttl": (_positive, "jwks_cache_ttl must be a positive number of seconds."),
+    "jwks_timeout": (
+        lambda value: _positive(value) and not math.isinf(value),
+        "jwks_timeout must be a positive, finite number of seconds.",
+    ),
+    "events_poll_interval": (
+        lambda value: value is None or _positive(value),
+        "events_poll_interval must be a positive number of seconds.",
+    ),
+    "jwks_refetch_cooldown": (
+        lambda value: value >= 0,
+        "jwks_refetch_cooldown must be 0 or more seconds.",
+    ),
+    "user_not_found_ttl": (
+        lambda value: value >= 0,
+        "user_not_found_ttl must be 0 or more seconds.",
+    ),
+    "token_leeway": (
+        lambda value: 0 <= value <= MAX_LEEWAY,
+        f"token_leeway must be between 0 and {MAX_LEEWAY:.0f} seconds (got {{value}}).",
+    ),
+    "max_body_size": (_positive, "max_body_size must be a positive number of bytes."),
+    "token_cache_size": (lambda value: value >= 0, "token_cache_size must be 0 or more."),
+    "prefix": (
+        lambda value: not value or (value.startswith("/") and not value.endswith("/")),
+        "prefix must start with '/' and not end with '/' (got {value!r}).",
+    ),
+    "events_range_start": (
+        lambda value: not isinstance(value, datetime) or value.tzinfo is not None,
+        "events_range_start must be an aware datetime (UTC).",
+    ),
+}
 
 _SECRET_FIELDS = frozenset({"api_key", "webhook_secret", "action_secret"})
 _EMPTY_IS_UNSET = ("client_id", "api_key", "webhook_secret", "action_secret")
@@ -272,55 +313,13 @@ class AuthKitSettings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("webhook_tolerance", "action_tolerance", "action_timeout", "jwks_cache_ttl")
+    @field_validator(*_RULES)
     @classmethod
-    def _positive_seconds(cls, value: float, info: ValidationInfo) -> float:
-        if not value > 0:  # also refuses NaN
-            raise ValueError(f"{info.field_name} must be a positive number of seconds.")
-        return value
-
-    @field_validator("events_poll_interval")
-    @classmethod
-    def _positive_interval(cls, value: float | None) -> float | None:
-        if value is not None and not value > 0:
-            raise ValueError("events_poll_interval must be a positive number of seconds.")
-        return value
-
-    @field_validator("jwks_refetch_cooldown", "user_not_found_ttl")
-    @classmethod
-    def _not_negative_seconds(cls, value: float, info: ValidationInfo) -> float:
-        if not value >= 0:  # also refuses NaN
-            raise ValueError(f"{info.field_name} must be 0 or more seconds.")
-        return value
-
-    @field_validator("jwks_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if not value > 0 or math.isinf(value):
-            raise ValueError("jwks_timeout must be a positive, finite number of seconds.")
-        return value
-
-    @field_validator("token_leeway")
-    @classmethod
-    def _leeway(cls, value: float) -> float:
-        if not 0 <= value <= MAX_LEEWAY:
-            raise ValueError(
-                f"token_leeway must be between 0 and {MAX_LEEWAY:.0f} seconds (got {value})."
-            )
-        return value
-
-    @field_validator("max_body_size")
-    @classmethod
-    def _positive_bytes(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("max_body_size must be a positive number of bytes.")
-        return value
-
-    @field_validator("token_cache_size")
-    @classmethod
-    def _cache_size(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError("token_cache_size must be 0 or more.")
+    def _follows_its_rule(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        allowed, message = _RULES[info.field_name]
+        if not allowed(value):
+            raise ValueError(message.format(value=value))
         return value
 
     @field_validator("max_sync_action_handlers", mode="before")
@@ -333,13 +332,6 @@ class AuthKitSettings(BaseSettings):
             raise ValueError("max_sync_action_handlers must be a whole number, at least 1.")
         return value
 
-    @field_validator("prefix")
-    @classmethod
-    def _prefix_shape(cls, value: str) -> str:
-        if value and (not value.startswith("/") or value.endswith("/")):
-            raise ValueError(f"prefix must start with '/' and not end with '/' (got {value!r}).")
-        return value
-
     @field_validator("events_range_start", mode="before")
     @classmethod
     def _seconds_are_a_duration(cls, value: Any) -> Any:
@@ -350,13 +342,6 @@ class AuthKitSettings(BaseSettings):
                 return timedelta(seconds=float(value))
             except (ValueError, OverflowError):
                 return value
-        return value
-
-    @field_validator("events_range_start")
-    @classmethod
-    def _aware(cls, value: timedelta | datetime) -> timedelta | datetime:
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("events_range_start must be an aware datetime (UTC).")
         return value
 
     # --- construction -----------------------------------------------------------------------------
