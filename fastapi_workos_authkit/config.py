@@ -144,6 +144,10 @@ class AuthKitSettings(BaseSettings):
     takes a ready one. Explicit values win over the environment, the environment over the
     defaults. An invalid value raises `ConfigurationError` naming the option.
 
+    The configuration guide lists every field with its environment variable (a test keeps that
+    table and this class in step): the ``WORKOS_*`` names of the WorkOS SDKs for the client id,
+    the secrets and the hosts, ``AUTHKIT_DATABASE_URL``, and ``AUTHKIT_<OPTION>`` for the rest.
+
     Every secret may be ``None``; ask for one with the matching ``require_*`` method, which raises
     `ConfigurationError` naming the variable and where to find its value. Secrets are `SecretStr`,
     so they never show in a ``repr``, a log line or a dump.
