@@ -12,6 +12,7 @@ from .actions import (
     UserRegistrationAction,
 )
 from .authkit import AuthKit
+from .config import AuthKitSettings
 from .errors import (
     AuthKitError,
     ConfigurationError,
@@ -42,6 +43,7 @@ __all__ = [
     "ActionVerdict",
     "AuthKit",
     "AuthKitError",
+    "AuthKitSettings",
     "AuthProvider",
     "AuthSession",
     "AuthenticationAction",

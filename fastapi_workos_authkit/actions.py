@@ -35,6 +35,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlmodel import Session
 
+from .config import Clock, UnhandledActionPolicy
 from .database import is_unavailable
 from .errors import AuthKitError, ConfigurationError, InvalidEventError
 from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
@@ -49,18 +50,12 @@ from .signed_requests import (
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from .authkit import AuthKit
-
 logger = logging.getLogger("fastapi_workos_authkit")
 
 ActionType = Literal["authentication", "user_registration"]
 """The action types an app can handle: ``@authkit.action("user_registration")``."""
 
 ACTION_TYPES: tuple[str, ...] = get_args(ActionType)
-
-UnhandledActionPolicy = Literal["deny", "allow"]
-"""What to answer for an action type that has no handler."""
-
 
 # --- Request models -------------------------------------------------------------------------
 
@@ -362,14 +357,6 @@ class ActionRegistry:
         return bool(self._handlers)
 
 
-def check_action_options(budget: float, unhandled: str) -> None:
-    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` values at construction."""
-    if not budget > 0:
-        raise ConfigurationError("action_timeout must be a positive number of seconds.")
-    if unhandled not in get_args(UnhandledActionPolicy):
-        raise ConfigurationError(f"unhandled_action must be 'deny' or 'allow' (got {unhandled!r}).")
-
-
 class _HandlerFailed(Exception):
     """The handler raised or returned something other than a verdict (already logged)."""
 
@@ -644,9 +631,32 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
-    """Mount ``POST /action`` on ``router`` for ``authkit``; the action secret must be set."""
-    secret = authkit.settings.require_action_secret()
+def add_action_route(
+    router: APIRouter,
+    *,
+    secret: str,
+    tolerance: float,
+    max_body_size: int,
+    clock: Clock,
+    engine: Callable[[], Engine],
+    handlers: ActionRegistry,
+    slots: SyncHandlerSlots,
+    timeout: float,
+    unhandled: UnhandledActionPolicy,
+) -> None:
+    """Mount ``POST /action`` on ``router``.
+
+    Args:
+        secret: The Actions signing secret: verifies requests and signs the replies.
+        tolerance: Accepted clock skew of a request's signature, in seconds.
+        max_body_size: Largest accepted body, in bytes.
+        clock: Returns Unix seconds (signature checks and reply timestamps).
+        engine: Returns the engine the handlers' sessions use (it may be created lazily).
+        handlers: The registered Action handlers, looked up per request.
+        slots: Bounds the sync handler threads, abandoned ones included.
+        timeout: Time budget of a handler, in seconds.
+        unhandled: The verdict for an action type without a handler.
+    """
 
     @router.post(
         "/action",
@@ -671,15 +681,15 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         payload = await read_signed_json(
             request,
             secret=secret,
-            tolerance=authkit.settings.action_tolerance,
-            max_body_size=authkit.settings.max_body_size,
-            clock=authkit.clock,
+            tolerance=tolerance,
+            max_body_size=max_body_size,
+            clock=clock,
             route="action",
         )
         unknown = _unknown_action_type(payload)
         if unknown is not None:
             # A type WorkOS added after this release: no model, so no handler; apply the policy.
-            return _unhandled(authkit, secret, payload, unknown, started)
+            return _unhandled(clock, secret, unhandled, payload, unknown, started)
         try:
             action = parse_action(payload)
         except InvalidEventError as exc:
@@ -687,13 +697,11 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
             logger.warning("action refused: %s", exc)
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
-        handler = authkit.action_handlers.get(action.action_type)
+        handler = handlers.get(action.action_type)
         if handler is None:
-            return _unhandled(authkit, secret, payload, action.action_type, started)
+            return _unhandled(clock, secret, unhandled, payload, action.action_type, started)
         try:
-            verdict = await run_handler(
-                handler, authkit.engine, action, authkit.action_timeout, authkit.sync_action_slots
-            )
+            verdict = await run_handler(handler, engine(), action, timeout, slots)
         except _Saturated:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -717,7 +725,7 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         if verdict.action_type != action.action_type:
             # A verdict built for the other action type would be signed under the wrong object.
             verdict = ActionVerdict(action.action_type, verdict.verdict, verdict.error_message)
-        return _answer(authkit, secret, action.id, verdict, started)
+        return _answer(clock, secret, action.id, verdict, started)
 
 
 def _unknown_action_type(payload: Any) -> str | None:
@@ -733,10 +741,14 @@ def _unknown_action_type(payload: Any) -> str | None:
 
 
 def _unhandled(
-    authkit: AuthKit, secret: str, payload: dict[str, Any], action_type: str, started: float
+    clock: Clock,
+    secret: str,
+    policy: UnhandledActionPolicy,
+    payload: dict[str, Any],
+    action_type: str,
+    started: float,
 ) -> Response:
     action_id = payload.get("id") if isinstance(payload.get("id"), str) else "<no id>"
-    policy = authkit.unhandled_action
     logger.warning(
         "action %s (%s): no handler is registered for this action type; answering %s "
         "(unhandled_action=%r)",
@@ -746,13 +758,13 @@ def _unhandled(
         policy,
     )
     verdict = ActionVerdict(action_type, "Allow" if policy == "allow" else "Deny")
-    return _answer(authkit, secret, str(action_id), verdict, started)
+    return _answer(clock, secret, str(action_id), verdict, started)
 
 
 def _answer(
-    authkit: AuthKit, secret: str, action_id: str, verdict: ActionVerdict, started: float
+    clock: Clock, secret: str, action_id: str, verdict: ActionVerdict, started: float
 ) -> Response:
-    timestamp_ms = int(authkit.clock() * 1000)
+    timestamp_ms = int(clock() * 1000)
     body = sign_action_response(verdict, secret, timestamp_ms=timestamp_ms)
     logger.info(
         "action %s (%s): %s in %.1f ms",

@@ -26,16 +26,17 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 
+from .config import Clock
 from .database import is_unavailable, unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
 from .events import MAX_USER_ID_LENGTH
 from .tables import WorkOSUser, WorkOSUserTombstone
-from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError
-from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, is_plausible_id
+from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError, TokenVerifier
+from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
 
 if TYPE_CHECKING:
     from ._async_pg import AsyncPostgresReader
-    from .authkit import AuthKit
+    from .pipeline import EventPipeline
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -148,11 +149,11 @@ def _unavailable(connection: HTTPConnection, description: str) -> Exception:
 
 
 async def verified_claims(
-    authkit: AuthKit, connection: HTTPConnection, *, required: bool
+    auth: BearerAuth, connection: HTTPConnection, *, required: bool
 ) -> AccessTokenClaims | None:
     """Verify the request's token once; later calls in the same request reuse the result."""
     cached = connection.scope.get(_SCOPE_KEY)
-    if cached is not None and cached[0] is authkit:
+    if cached is not None and cached[0] is auth:
         claims: AccessTokenClaims = cached[1]
         return claims
     token = bearer_token(connection)
@@ -161,7 +162,7 @@ async def verified_claims(
             raise _unauthenticated(connection)
         return None
     try:
-        claims = await authkit.token_verifier.verify(token)
+        claims = await auth.verifier().verify(token)
     except InvalidTokenError as exc:
         logger.info("access token refused: %s", exc)
         raise _refuse(connection, str(exc)) from None
@@ -176,7 +177,7 @@ async def verified_claims(
             "The token's sub is not a user id: letters, digits and underscores only, "
             f"at most {MAX_ID_LENGTH} characters",
         )
-    connection.scope[_SCOPE_KEY] = (authkit, claims)
+    connection.scope[_SCOPE_KEY] = (auth, claims)
     return claims
 
 
@@ -258,17 +259,35 @@ class UserStore:
     timeouts, a body that is not a user) are not remembered: the next request asks again.
 
     Args:
-        authkit: The owner (engine, settings, pipeline, WorkOS client, clock).
+        engine: Returns the engine to read from (the owner may create it on first use).
+        owns_engine: Whether the owner built that engine from a URL alone (no ``connect_args``,
+            ``creator`` or connect hooks of the app's), so ``"auto"`` may pick ``"async"``.
+        pipeline: Applies a user fetched just in time, by the webhook rules.
+        workos_api: Returns the WorkOS REST client, or ``None`` without an API key (an unsynced
+            user is then unknown).
+        clock: Returns Unix seconds, for ``not_found_ttl``.
         mode: One of the above.
         not_found_ttl: Seconds a 404 from WorkOS is remembered (0 remembers nothing).
     """
 
     def __init__(
-        self, authkit: AuthKit, *, mode: ReadMode = "auto", not_found_ttl: float = 5.0
+        self,
+        *,
+        engine: Callable[[], Engine],
+        owns_engine: bool,
+        pipeline: EventPipeline,
+        workos_api: Callable[[], WorkOSClient | None],
+        clock: Clock,
+        mode: ReadMode = "auto",
+        not_found_ttl: float = 5.0,
     ) -> None:
         if not not_found_ttl >= 0:  # also refuses NaN
             raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
-        self._authkit = authkit
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._pipeline = pipeline
+        self._workos_api = workos_api
+        self._clock = clock
         self.mode: ReadMode = mode
         self.not_found_ttl = float(not_found_ttl)
         # user id -> when its 404 stops being trusted; insertion order is expiry order, since
@@ -284,11 +303,11 @@ class UserStore:
         """The mode reads use now: ``mode``, with ``"auto"`` resolved for the engine."""
         if self.mode != "auto":
             return self.mode
-        dialect = self._authkit.engine.dialect
+        dialect = self._engine().dialect
         if dialect.name == "sqlite":
             return "inline"
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            return "async" if self._authkit.owns_engine else "thread"
+            return "async" if self._owns_engine else "thread"
         return "thread"
 
     def reader_backend_pids(self) -> list[int]:
@@ -299,7 +318,7 @@ class UserStore:
         """
         if self.resolved_mode() == "async":
             return [] if self._async_reader is None else self._async_reader.idle_backend_pids()
-        connection = self._authkit.engine.raw_connection()
+        connection = self._engine().raw_connection()
         try:
             return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
         finally:
@@ -316,7 +335,7 @@ class UserStore:
 
     def read(self, user_id: str) -> WorkOSUser | None:
         """The row for ``user_id``, or ``None``. Synchronous; raises `DatabaseUnavailableError`."""
-        engine: Engine = self._authkit.engine
+        engine: Engine = self._engine()
         plan = self._plan_for(engine)
         dialect = engine.dialect
         dbapi = dialect.loaded_dbapi
@@ -365,7 +384,7 @@ class UserStore:
 
     async def read_async(self, user_id: str) -> WorkOSUser | None:
         """`read`, awaited on the async psycopg pool (PostgreSQL only)."""
-        engine: Engine = self._authkit.engine
+        engine: Engine = self._engine()
         plan = self._plan_for(engine)
         if self._async_reader is None:
             # Created on the event loop with no await in between: no other task can race here.
@@ -415,7 +434,7 @@ class UserStore:
 
     def is_tombstoned(self, user_id: str) -> bool:
         """Whether ``user_id`` was deleted."""
-        with unavailable_as_error(), self._authkit.engine.connect() as connection:
+        with unavailable_as_error(), self._engine().connect() as connection:
             table = WorkOSUserTombstone.__table__  # type: ignore[attr-defined]
             found = connection.execute(
                 select(table.c.user_id).where(table.c.user_id == user_id)
@@ -478,17 +497,18 @@ class UserStore:
     async def _fetch(self, user_id: str) -> WorkOSUser:
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
-        if not self._authkit.settings.api_key:
+        workos_api = self._workos_api()
+        if workos_api is None:
             raise UserNotFoundError("The user is not synced yet")
         # The REST client retries with backoff for a long while; a request cannot wait that long.
         with anyio.fail_after(JIT_TIMEOUT_SECONDS):
-            snapshot = await self._authkit.workos_api.get_user(user_id)
+            snapshot = await workos_api.get_user(user_id)
         if snapshot is None:
             self._remember_not_found(user_id)
             raise UserNotFoundError("The user does not exist")
         if snapshot.id != user_id:
             raise UserNotFoundError("The user does not exist")
-        pipeline = self._authkit.pipeline
+        pipeline = self._pipeline
         await anyio.to_thread.run_sync(lambda: pipeline.apply_user_snapshot(snapshot, source="jit"))
         user = await self._read_in_mode(user_id)
         if user is None:  # a tombstone won the race
@@ -506,7 +526,7 @@ class UserStore:
         expires = self._not_found.get(user_id)
         if expires is None:
             return False
-        if self._authkit.clock() < expires:
+        if self._clock() < expires:
             return True
         del self._not_found[user_id]
         return False
@@ -514,7 +534,7 @@ class UserStore:
     def _remember_not_found(self, user_id: str) -> None:
         if self.not_found_ttl <= 0:
             return
-        now = self._authkit.clock()
+        now = self._clock()
         self._not_found.pop(user_id, None)
         self._not_found[user_id] = now + self.not_found_ttl
         # Drop what has expired, then the oldest past the bound: a flood of unknown ids (each
@@ -536,12 +556,26 @@ class _Flight:
         self.error: Exception | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class BearerAuth:
+    """What the dependencies of one `AuthKit` share: its token verifier and its user store.
+
+    One object per `AuthKit`: a request's verified claims are remembered under it, so several
+    dependencies of the same instance verify the token once, and those of another instance (a
+    second `AuthKit` in the same app) do not reuse them.
+    """
+
+    verifier: Callable[[], TokenVerifier]
+    """Returns the token verifier (built on first use: it needs the client id)."""
+    users: UserStore
+
+
 class _Dependency(AccessTokenBearer):
     """Base of the dependencies bound to one `AuthKit`."""
 
-    def __init__(self, authkit: AuthKit) -> None:
+    def __init__(self, auth: BearerAuth) -> None:
         super().__init__()
-        self._authkit = authkit
+        self._auth = auth
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
@@ -551,7 +585,7 @@ class ClaimsDependency(_Dependency):
     """``authkit.claims``: the verified `AccessTokenClaims`, with no database access."""
 
     async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
+        claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
         return claims
 
@@ -560,9 +594,9 @@ class CurrentUserDependency(_Dependency):
     """``authkit.current_user``: the synced `WorkOSUser` of the caller, or 401."""
 
     async def __call__(self, connection: HTTPConnection) -> WorkOSUser:
-        claims = await verified_claims(self._authkit, connection, required=True)
+        claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
-        return await _load_user(self._authkit, connection, claims)
+        return await _load_user(self._auth.users, connection, claims)
 
 
 class OptionalUserDependency(_Dependency):
@@ -573,17 +607,17 @@ class OptionalUserDependency(_Dependency):
     """
 
     async def __call__(self, connection: HTTPConnection) -> WorkOSUser | None:
-        claims = await verified_claims(self._authkit, connection, required=False)
+        claims = await verified_claims(self._auth, connection, required=False)
         if claims is None:
             return None
-        return await _load_user(self._authkit, connection, claims)
+        return await _load_user(self._auth.users, connection, claims)
 
 
 async def _load_user(
-    authkit: AuthKit, connection: HTTPConnection, claims: AccessTokenClaims
+    users: UserStore, connection: HTTPConnection, claims: AccessTokenClaims
 ) -> WorkOSUser:
     try:
-        return await authkit.users.load(claims.sub)
+        return await users.load(claims.sub)
     except UserNotFoundError as exc:
         logger.info("access token refused for user %s: %s", claims.sub, exc)
         raise _refuse(connection, str(exc)) from None
@@ -607,7 +641,7 @@ class _Requirement(_Dependency):
     """
 
     async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
+        claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
         refusal = self._refusal(claims)
         if refusal is not None:
@@ -623,8 +657,8 @@ class _Requirement(_Dependency):
 class RequirePermissions(_Requirement):
     """Refuse with 403 unless the token grants every one of ``permissions``."""
 
-    def __init__(self, authkit: AuthKit, permissions: tuple[str, ...]) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, permissions: tuple[str, ...]) -> None:
+        super().__init__(auth)
         self.permissions = permissions
 
     def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
@@ -637,8 +671,8 @@ class RequirePermissions(_Requirement):
 class RequireRoles(_Requirement):
     """Refuse with 403 unless the token carries one of ``roles`` (in ``role`` or ``roles``)."""
 
-    def __init__(self, authkit: AuthKit, roles: tuple[str, ...]) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, roles: tuple[str, ...]) -> None:
+        super().__init__(auth)
         self.roles = roles
 
     def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
@@ -651,8 +685,8 @@ class RequireRoles(_Requirement):
 class RequireOrganization(_Requirement):
     """Refuse with 403 unless the session is scoped to an organization (a given one, if set)."""
 
-    def __init__(self, authkit: AuthKit, organization_id: str | None) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, organization_id: str | None) -> None:
+        super().__init__(auth)
         self.organization_id = organization_id
 
     def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:

@@ -44,7 +44,8 @@ from jose.backends.base import Key
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Clock
+from .config import MAX_LEEWAY as MAX_LEEWAY  # re-exported: declared with the option
+from .config import Clock, TokenSettings, default_token_settings
 from .errors import AuthKitError, ConfigurationError
 from .providers import AuthProvider
 
@@ -52,9 +53,6 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 ALGORITHM = "RS256"
 """The only signing algorithm accepted: WorkOS signs access tokens with RS256."""
-
-MAX_LEEWAY = 300.0
-"""The largest accepted clock leeway, in seconds; more would make ``exp`` meaningless."""
 
 COLD_RETRY_SECONDS = 5.0
 """While no key was ever fetched, refetches are at most this far apart (or the cooldown)."""
@@ -184,41 +182,6 @@ class AccessTokenClaims(BaseModel):
     aud: str | list[str] | None = None
 
 
-@dataclass(frozen=True)
-class TokenOptions:
-    """Tuning of the verifier. Every value is an `AuthKit` option of the same name.
-
-    Attributes:
-        token_leeway: Clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds (0-300).
-        jwks_cache_ttl: How long a fetched JWKS is trusted before a refresh, in seconds.
-        jwks_refetch_cooldown: The least time between two JWKS fetches, in seconds: a flood of
-            unknown ``kid`` values costs at most one fetch per cooldown.
-        token_cache_size: How many verified tokens are remembered (least recently used go first);
-            0 disables the cache.
-        jwks_timeout: Timeout of one JWKS request, in seconds.
-    """
-
-    token_leeway: float = 10.0
-    jwks_cache_ttl: float = 600.0
-    jwks_refetch_cooldown: float = 30.0
-    token_cache_size: int = 10_000
-    jwks_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.token_leeway <= MAX_LEEWAY:
-            raise ConfigurationError(
-                f"token_leeway must be between 0 and {MAX_LEEWAY:.0f} seconds "
-                f"(got {self.token_leeway})."
-            )
-        if self.jwks_cache_ttl <= 0 or self.jwks_refetch_cooldown < 0 or self.jwks_timeout <= 0:
-            raise ConfigurationError(
-                "jwks_cache_ttl and jwks_timeout must be positive and jwks_refetch_cooldown "
-                "must not be negative (seconds)."
-            )
-        if self.token_cache_size < 0:
-            raise ConfigurationError("token_cache_size must be 0 or more.")
-
-
 class JWKSKeySource:
     """The signing keys of one JWKS URL: cached, refreshed, throttled, served stale on outage.
 
@@ -235,7 +198,7 @@ class JWKSKeySource:
         *,
         transport: httpx.AsyncBaseTransport | None,
         clock: Clock,
-        options: TokenOptions,
+        options: TokenSettings,
     ) -> None:
         self.url = url
         self._transport = transport
@@ -480,7 +443,8 @@ class TokenVerifier:
         providers: The trusted providers (see `auth_config_providers`).
         transport: The httpx transport for JWKS requests.
         clock: Returns Unix seconds.
-        options: Leeway, cache and JWKS tuning.
+        options: Leeway, cache and JWKS tuning, cut from `AuthKitSettings` (its defaults when
+            ``None``).
     """
 
     def __init__(
@@ -489,9 +453,9 @@ class TokenVerifier:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock,
-        options: TokenOptions | None = None,
+        options: TokenSettings | None = None,
     ) -> None:
-        self.options = options or TokenOptions()
+        self.options = options or default_token_settings()
         self.providers = tuple(providers)
         if not self.providers:
             raise ConfigurationError("At least one auth-config provider is needed to verify tokens")

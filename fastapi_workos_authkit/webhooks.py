@@ -6,14 +6,16 @@ Decisions live in `signatures` and `pipeline`; this module only maps their outco
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
+from .config import Clock
 from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
 from .events import MAX_EMAIL_LENGTH, MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, parse_event
+from .pipeline import EventPipeline
 from .signed_requests import (
     JSON_BODY_DOC,
     SIGNATURE_HEADER_DOC,
@@ -21,9 +23,6 @@ from .signed_requests import (
     read_signed_json,
 )
 from .untrusted_json import MAX_JSON_DEPTH
-
-if TYPE_CHECKING:
-    from .authkit import AuthKit
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -53,9 +52,24 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
-    """Mount ``POST /webhook`` on ``router`` for ``authkit``; the webhook secret must be set."""
-    secret = authkit.settings.require_webhook_secret()
+def add_webhook_route(
+    router: APIRouter,
+    *,
+    secret: str,
+    tolerance: float,
+    max_body_size: int,
+    clock: Clock,
+    pipeline: EventPipeline,
+) -> None:
+    """Mount ``POST /webhook`` on ``router``.
+
+    Args:
+        secret: The webhook signing secret.
+        tolerance: Accepted clock skew of a delivery's signature, in seconds.
+        max_body_size: Largest accepted body, in bytes.
+        clock: Returns Unix seconds, for the signature's timestamp check.
+        pipeline: Where a verified event goes.
+    """
 
     @router.post(
         "/webhook",
@@ -73,9 +87,9 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
         payload = await read_signed_json(
             request,
             secret=secret,
-            tolerance=authkit.settings.webhook_tolerance,
-            max_body_size=authkit.settings.max_body_size,
-            clock=authkit.clock,
+            tolerance=tolerance,
+            max_body_size=max_body_size,
+            clock=clock,
             route="webhook",
         )
         try:
@@ -86,7 +100,7 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         try:
             result = await anyio.to_thread.run_sync(
-                lambda: authkit.pipeline.process(event, payload, source="webhook")
+                lambda: pipeline.process(event, payload, source="webhook")
             )
         except EventFailedError as exc:
             # Only claim the ledger has the failure when writing it really succeeded.

@@ -901,7 +901,7 @@ def test_action_secret_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("WORKOS_ACTION_SECRET", "from_env")
     authkit = AuthKit(webhook_secret=WEBHOOK_SECRET, engine=engine)
-    assert authkit.settings.action_secret == "from_env"
+    assert authkit.settings.require_action_secret() == "from_env"
     paths = {route.path for route in authkit.router(actions=True).routes}  # type: ignore[attr-defined]
     assert "/workos/action" in paths
 

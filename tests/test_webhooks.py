@@ -246,7 +246,7 @@ def test_options_fall_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AUTHKIT_DATABASE_URL", "sqlite:///env.db")
     settings = AuthKit(client_id="client_explicit").settings
     assert settings.client_id == "client_explicit"
-    assert settings.webhook_secret == "whsec_env"
+    assert settings.require_webhook_secret() == "whsec_env"
     assert settings.api_hostname == "auth.example.com"
     # REST and JWKS stay on WorkOS's API host: only the token issuer moves to a custom domain.
     assert settings.api_base_url == "https://api.workos.com"

@@ -2,14 +2,15 @@
 
 import logging
 
-from fastapi_workos_authkit import AuthKit
+from fastapi_workos_authkit import AuthKit, AuthKitSettings
 from fastapi_workos_authkit.database import make_engine
 
 
 # --8<-- [start:environment]
 def from_the_environment() -> AuthKit:
     # WORKOS_CLIENT_ID, WORKOS_API_KEY, WORKOS_WEBHOOK_SECRET, WORKOS_ACTION_SECRET,
-    # WORKOS_API_HOSTNAME and AUTHKIT_DATABASE_URL are read here; none is required yet.
+    # WORKOS_API_HOSTNAME, AUTHKIT_DATABASE_URL (and AUTHKIT_<OPTION> for every other option)
+    # are read here; none is required yet.
     return AuthKit()
 
 
@@ -28,6 +29,17 @@ def explicit(webhook_secret: str, database_url: str) -> AuthKit:
 
 
 # --8<-- [end:explicit]
+
+
+# --8<-- [start:settings]
+def from_a_settings_object() -> AuthKit:
+    # One object holds the options (here: the environment, then two explicit values); the
+    # keywords of AuthKit(...) may still change some of them.
+    settings = AuthKitSettings(prefix="/auth/workos", action_timeout=3)
+    return AuthKit(settings, unhandled_action="allow")
+
+
+# --8<-- [end:settings]
 
 
 # --8<-- [start:engine]
