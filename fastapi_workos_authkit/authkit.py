@@ -38,6 +38,7 @@ from .dependencies import (
 )
 from .errors import ConfigurationError
 from .handlers import EventHandler, HandlerRegistry
+from .mirror import OPTIONAL_KINDS, OptionalKind
 from .pipeline import EventPipeline
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
 from .reconcile import EventsPoller
@@ -108,6 +109,10 @@ class AuthKit:
         create_tables: Create the package's missing ``workos_*`` tables at start-up (the
             lifespan and the command line), the default. Pass ``False`` when migrations (Alembic)
             own the schema: nothing is then created, and the tables must exist.
+        mirror: The kinds mirrored besides users: ``"organization"``,
+            ``"organization_membership"`` and ``"session"`` (all three by default). The events
+            of a kind left out change no table and only run their own type's handlers, as any
+            other event type does.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class AuthKit:
         events_poll_interval: float | None = None,
         events_range_start: datetime | timedelta = timedelta(days=30),
         create_tables: bool = True,
+        mirror: Iterable[OptionalKind] = OPTIONAL_KINDS,
     ) -> None:
         self.settings = Settings.resolve(
             client_id=client_id,
@@ -169,7 +175,14 @@ class AuthKit:
         self.events_poller: EventsPoller | None = None
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
-        self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
+        mirror = frozenset(mirror)
+        unknown = set(mirror) - set(OPTIONAL_KINDS)
+        if unknown:
+            raise ConfigurationError(
+                f"mirror= names unknown kinds {sorted(unknown)}: use some of "
+                f"{sorted(OPTIONAL_KINDS)} (users are always mirrored)"
+            )
+        self.pipeline = EventPipeline(lambda: self.engine, self.handlers, mirror=mirror)
         check_action_options(action_timeout, unhandled_action)
         self.action_timeout = float(action_timeout)
         self.sync_action_slots = SyncHandlerSlots(max_sync_action_handlers)

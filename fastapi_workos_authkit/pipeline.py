@@ -15,9 +15,10 @@ pages through `user_table.apply_users` with `run_handlers`. The rules live here 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,11 +34,22 @@ from .database import (
     is_unavailable,
     unavailable_as_error,
 )
-from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
-from .events import DeletedUser, Event, User, subject_of
+from .errors import ConfigurationError, DatabaseUnavailableError, EventFailedError, HandlerError
+from .events import AuthSession, Event, User, subject_of
 from .handlers import HandlerRegistry, call_in_worker
+from .mirror import (
+    OPTIONAL_KINDS,
+    SESSION,
+    USER,
+    Effect,
+    MirrorKind,
+    apply_deletion,
+    apply_snapshot,
+    kind_named,
+    kind_of_event,
+    revoked,
+)
 from .tables import EventStatus, WorkOSEventRecord
-from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -131,6 +143,19 @@ def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     )
 
 
+def snapshot_of(obj: Any, event_type: str, source: str) -> Event[Any]:
+    """The event handlers receive for a snapshot of any kind (`snapshot_event` for users).
+
+    Its id is ``{source}_{object id}_{updated_at in ms}`` (0 when the object has no
+    ``updated_at``), the same for the same snapshot.
+    """
+    updated_at = getattr(obj, "updated_at", None) or datetime.fromtimestamp(0, UTC)
+    stamp = int(updated_at.timestamp() * 1000)
+    return Event[Any](
+        id=f"{source}_{obj.id}_{stamp}", event=event_type, data=obj, created_at=updated_at
+    )
+
+
 def _ledger_row(
     event: Event[Any], payload: dict[str, Any], source: str, status: EventStatus
 ) -> dict[str, Any]:
@@ -155,9 +180,14 @@ class EventPipeline:
         self,
         engine: Callable[[], Engine],
         handlers: HandlerRegistry,
+        *,
+        mirror: Iterable[str] = OPTIONAL_KINDS,
     ) -> None:
         self._engine = engine
         self._handlers = handlers
+        self.mirrored: frozenset[str] = frozenset({USER.name, *mirror})
+        """The kinds whose tables this pipeline writes (users always); the events of any
+        other kind only run their own type's handlers."""
 
     def process(self, event: Event[Any], payload: dict[str, Any], *, source: str) -> Result:
         """Apply ``event`` once; a second delivery of the same id returns `Outcome.DUPLICATE`.
@@ -208,19 +238,49 @@ class EventPipeline:
     def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
         """Apply a user fetched from the REST API (just in time, backfill) and run its handlers.
 
-        The same rules as events: newest ``updated_at`` wins, tombstones are respected. The
-        handlers of the effective change run in the transaction (an insert runs ``user.created``
-        handlers) with a synthetic event ``{source}_{user id}_{updated_at ms}``; nothing goes to
-        the ledger, since no WorkOS event id exists. Raises `HandlerError` (rolled back) and
+        `apply_snapshot` for the user kind: newest ``updated_at`` wins, tombstones are
+        respected, the handlers of the effective change run in the transaction (an insert runs
+        ``user.created`` handlers) with a synthetic event ``{source}_{user id}_{updated_at ms}``;
+        nothing goes to the ledger. Raises `HandlerError` (rolled back) and
         `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
         """
+        return self.apply_snapshot(USER.name, user, source=source)
+
+    def apply_snapshot(self, kind: str, obj: Any, *, source: str = "snapshot") -> Effect:
+        """Apply one object of ``kind`` fetched from the REST API, and run its handlers.
+
+        ``kind`` is a `mirror.KINDS` name (``"user"``, ``"organization"``,
+        ``"organization_membership"``, ``"session"``) and ``obj`` an instance of its model
+        (`User`, `Organization`, `OrganizationMembership`, `AuthSession`). The rules are the
+        events' (`mirror`): newest wins, tombstones hold, a session's end is terminal. The
+        handlers of the effective change (``organization.created`` for an inserted
+        organization, and so on; none when nothing changed) run in the same transaction with a
+        synthetic event whose id is ``{source}_{object id}_{updated_at ms}``; nothing goes to
+        the ledger, since no WorkOS event id exists.
+
+        Raises `ConfigurationError` for a kind this pipeline does not mirror, `InvalidEventError`
+        for an object its table cannot hold (`events.check_snapshot`), `HandlerError` (rolled
+        back) and `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker
+        thread.
+        """
+        mirror_kind = self._mirrored_kind(kind)
         with self._transaction() as session:
-            effect = apply_user(session, user)
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
+            effect = apply_snapshot(session, mirror_kind, obj)
+            handler_type = mirror_kind.handlers.get(effect)
             if handler_type is not None:
-                self.run_handlers(session, snapshot_event(user, handler_type, source), effect)
+                event = snapshot_of(obj, handler_type, source)
+                self.run_handlers(session, event, effect)
             session.commit()
         return effect
+
+    def _mirrored_kind(self, name: str) -> MirrorKind:
+        kind = kind_named(name)
+        if kind.name not in self.mirrored:
+            raise ConfigurationError(
+                f"{kind.name} objects are not mirrored by this app: add {kind.name!r} to "
+                "AuthKit(mirror=...) to store them"
+            )
+        return kind
 
     @contextmanager
     def _transaction(self) -> Iterator[SyncSession]:
@@ -253,29 +313,40 @@ class EventPipeline:
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
+        # Dispatch on the type's family (user., organization., organization_membership.,
+        # session.) to the kind's rules in `mirror`; a kind turned off, or a type that is no
+        # change to a table (user.password_reset, organization_domain.*), changes nothing.
+        kind = kind_of_event(event.event)
+        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+            return Effect.UNCHANGED
         data = event.data
-        if isinstance(data, DeletedUser):
-            return apply_user_deletion(
-                session, data.id, deleted_at=event.created_at, event_id=event.id
+        if event.event.endswith(".deleted"):
+            return apply_deletion(
+                session, kind, data.id, deleted_at=event.created_at, event_id=event.id
             )
-        if isinstance(data, User) and event.event in ("user.created", "user.updated"):
-            return apply_user(session, data)
-        return Effect.UNCHANGED
+        if kind is SESSION and event.event == "session.revoked":
+            assert isinstance(data, AuthSession)
+            data = revoked(data)
+        return apply_snapshot(session, kind, data)
 
     def run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
         """Run the app's handlers for ``event`` inside ``session``'s transaction.
 
-        User events run the handlers of their effective change (`HANDLERS_FOR_EFFECT`), and
-        none when nothing changed; any other event runs its own type's handlers. A handler that
-        raises becomes `HandlerError`; the caller rolls back.
+        An event of a mirrored kind (users, and organizations, memberships and sessions unless
+        turned off) runs the handlers of its effective change (``kind.handlers``: an insert
+        runs ``*.created``, an update ``*.updated``, a removal ``*.deleted``, a session stored
+        as revoked ``session.revoked``) and none when nothing changed; any other event, and
+        every event of a kind turned off, runs its own type's handlers. A handler that raises
+        becomes `HandlerError`; the caller rolls back.
         """
-        if event.event.startswith("user."):
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is None and event.event in HANDLERS_FOR_EFFECT.values():
-                return  # a duplicate, stale or resurrecting user event changes nothing
-            handler_type = handler_type or event.event
-        else:
-            handler_type = event.event
+        handler_type = event.event
+        kind = kind_of_event(event.event)
+        if kind is not None and kind.name in self.mirrored:
+            effective = kind.handlers.get(effect)
+            if effective is not None:
+                handler_type = effective
+            elif event.event in kind.handler_types():
+                return  # a duplicate, stale or resurrecting event changes nothing
         session.in_handlers = True
         try:
             for handler in self._handlers.for_type(handler_type):
