@@ -156,11 +156,11 @@ class Event(WorkOSModel, Generic[DataT]):
     object: str = "event"
 
 
-SYNCED_EVENT_TYPES = frozenset(
+SYNCED_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
+"""The event types that change the user table (and that `sync_events` always pulls)."""
+
+MIRRORED_EVENT_TYPES = SYNCED_EVENT_TYPES | frozenset(
     {
-        "user.created",
-        "user.updated",
-        "user.deleted",
         "organization.created",
         "organization.updated",
         "organization.deleted",
@@ -343,7 +343,7 @@ def parse_event(payload: Any) -> Event[Any]:
     """
     event = _validate(payload)
     _check_lengths(event)
-    if event.event in SYNCED_EVENT_TYPES and not event.event.endswith(".deleted"):
+    if event.event in MIRRORED_EVENT_TYPES and not event.event.endswith(".deleted"):
         require_sync_fields(event.data)
     return event
 
@@ -358,7 +358,7 @@ def _validate(payload: Any) -> Event[Any]:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        if event_type not in SYNCED_EVENT_TYPES:
+        if event_type not in MIRRORED_EVENT_TYPES:
             # Typed data is a convenience; an odd payload for a type we do not sync keeps its raw
             # data rather than failing the delivery (a 4xx would only make WorkOS retry in vain).
             try:
