@@ -34,6 +34,8 @@ from fastapi_workos_authkit import (
 from fastapi_workos_authkit.database import create_tables
 from fastapi_workos_authkit.mirror import (
     KindCount,
+    apply_deletion,
+    apply_snapshots,
     count_rows,
     get_membership,
     is_tombstoned,
@@ -42,6 +44,7 @@ from fastapi_workos_authkit.mirror import (
     prune_tombstones,
     session_status,
 )
+from fastapi_workos_authkit.pipeline import SyncSession
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.factories import at
 from tests.conftest import WEBHOOK_SECRET, app_client, deliver
@@ -429,3 +432,39 @@ async def test_prune_and_count_cover_every_kind(
         session.commit()
         assert session.exec(select(WorkOSTombstone)).all() == []
         assert session.exec(select(WorkOSUserTombstone)).all() == []
+
+
+def test_a_page_of_snapshots_follows_the_same_rules_as_one_at_a_time(authkit: AuthKit) -> None:
+    """What a backfill of organizations does: one page, one transaction, `apply_snapshots`."""
+    create_tables(authkit.engine)
+    kind = kind_named("organization")
+
+    def org(object_id: str, updated: float) -> Organization:
+        data = factories.organization(object_id, name=f"at {updated}", created_at=at(0))
+        data["updated_at"] = factories.iso(at(updated))
+        return Organization.model_validate(data)
+
+    with SyncSession(authkit.engine) as session:
+        assert apply_snapshots(session, kind, [org("org_01STORED", 5)]) == [Effect.INSERTED]
+        apply_deletion(session, kind, "org_01DELETED", deleted_at=at(0))
+        session.commit()
+    page = [
+        org("org_01NEW", 1),
+        org("org_01NEW", 3),  # the newest of two in one page wins; the other is unchanged
+        org("org_01STORED", 9),
+        org("org_01DELETED", 9),
+        org("org_01STORED", 2),
+    ]
+    with SyncSession(authkit.engine) as session:
+        effects = apply_snapshots(session, kind, page)
+        session.commit()
+    assert effects == [
+        Effect.UNCHANGED,
+        Effect.INSERTED,
+        Effect.UPDATED,
+        Effect.UNCHANGED,
+        Effect.UNCHANGED,
+    ]
+    with Session(authkit.engine) as session:
+        names = {row.id: row.name for row in session.exec(select(WorkOSOrganization)).all()}
+    assert names == {"org_01NEW": "at 3", "org_01STORED": "at 9"}
