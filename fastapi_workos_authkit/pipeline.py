@@ -1,15 +1,18 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
-Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`; user
-snapshots from just-in-time fetches go through `EventPipeline.apply_user_snapshot`, and backfill
-pages through `user_table.apply_users` with `run_handlers`. The rules live here and in
-`user_table` once:
+Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`;
+snapshots from just-in-time fetches go through `EventPipeline.apply_snapshot` (users also
+through `apply_user_snapshot`), and backfill pages through `mirror.apply_snapshots` (or
+`user_table.apply_users`) with `run_handlers`. The rules live here and in `mirror`, once for
+every kind (users, organizations, memberships, sessions):
 
 * exactly one effect per event id (the ledger row is the claim);
-* per user, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
-* a deleted user leaves a tombstone, and no later create or update brings it back;
-* user-event handlers follow the *effective* change: an insert runs ``user.created`` handlers, an
-  update ``user.updated``, a removal ``user.deleted``; no change, no user-event handler.
+* per object, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
+* a deleted object leaves a tombstone, and no later create or update brings it back;
+* an ended session never becomes active again;
+* handlers follow the *effective* change: an insert runs ``*.created`` handlers, an update
+  ``*.updated``, a removal ``*.deleted``, a session becoming revoked ``session.revoked``; no
+  change, no handler.
 """
 
 from __future__ import annotations
