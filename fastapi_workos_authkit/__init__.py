@@ -31,10 +31,21 @@ from .events import (
     parse_event,
 )
 from .lease import LeaseLostError
+from .mirror import Effect
 from .providers import AuthProvider, auth_config_providers, custom_domain_providers
-from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
+from .tables import (
+    SessionStatus,
+    WorkOSEventRecord,
+    WorkOSLease,
+    WorkOSOrganization,
+    WorkOSOrganizationMembership,
+    WorkOSSession,
+    WorkOSSyncState,
+    WorkOSTombstone,
+    WorkOSUser,
+    WorkOSUserTombstone,
+)
 from .tokens import AccessTokenClaims, InvalidTokenError
-from .user_table import Effect
 
 __all__ = [
     "AccessTokenClaims",
@@ -60,6 +71,7 @@ __all__ = [
     "Organization",
     "OrganizationMembership",
     "SessionOnLoopError",
+    "SessionStatus",
     "SignatureError",
     "SignedActionResponse",
     "User",
@@ -67,7 +79,11 @@ __all__ = [
     "UserRegistrationAction",
     "WorkOSEventRecord",
     "WorkOSLease",
+    "WorkOSOrganization",
+    "WorkOSOrganizationMembership",
+    "WorkOSSession",
     "WorkOSSyncState",
+    "WorkOSTombstone",
     "WorkOSUser",
     "WorkOSUserTombstone",
     "auth_config_providers",

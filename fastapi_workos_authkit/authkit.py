@@ -107,7 +107,7 @@ class AuthKit:
         self.events_poller: EventsPoller | None = None
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
-        self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
+        self.pipeline = EventPipeline(lambda: self.engine, self.handlers, mirror=settings.mirror)
         self._recovery = Recovery(
             engine=lambda: self.engine,
             pipeline=self.pipeline,

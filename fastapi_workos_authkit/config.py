@@ -55,6 +55,13 @@ ENV_PREFIX = "AUTHKIT_"
 """Options without a ``WORKOS_*`` variable of their own read ``AUTHKIT_<OPTION NAME>``."""
 
 UnhandledActionPolicy = Literal["deny", "allow"]
+OptionalKind = Literal["organization", "organization_membership", "session"]
+"""A kind an app may turn off (``AuthKit(mirror=...)``); users are always mirrored."""
+
+OPTIONAL_KINDS: frozenset[OptionalKind] = frozenset(
+    {"organization", "organization_membership", "session"}
+)
+"""Every kind besides users: mirrored by default, each can be turned off."""
 """The verdict for an Action type that has no handler."""
 
 # Where each value lives in the WorkOS dashboard; the error for a missing value says so.
@@ -223,6 +230,12 @@ class AuthKitSettings(BaseSettings):
         True,
         description="Create the missing `workos_*` tables at start-up (lifespan and command "
         "line); `False` when migrations own the schema.",
+    )
+    mirror: frozenset[OptionalKind] = Field(
+        OPTIONAL_KINDS,
+        description="The kinds mirrored besides users: `organization`, "
+        "`organization_membership`, `session` (all by default). A kind left out changes no "
+        "table; its events only run their own type's handlers.",
     )
     action_timeout: float = Field(
         5.0,

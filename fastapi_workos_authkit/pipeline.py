@@ -1,25 +1,28 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
-Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`; user
-snapshots from just-in-time fetches and backfill pages go through `EventPipeline.apply_snapshots`.
-Every write to the mirrored tables and the ledger happens here (the statements live in
-`user_table` and `ledger`); the recovery jobs only fetch, page, hold their lease and report. The
-rules live here and in `user_table` once:
+Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`;
+snapshots from just-in-time fetches and backfill pages go through `EventPipeline.apply_snapshots`
+(one object: `apply_snapshot`). Every write to the mirrored tables and the ledger happens here
+(the statements live in `mirror` and `ledger`); the recovery jobs only fetch, page, hold their
+lease and report. The rules live here and in `mirror`, once for every kind (users,
+organizations, memberships, sessions):
 
 * exactly one effect per event id (the ledger row is the claim);
-* per user, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
-* a deleted user leaves a tombstone, and no later create or update brings it back;
-* user-event handlers follow the *effective* change: an insert runs ``user.created`` handlers, an
-  update ``user.updated``, a removal ``user.deleted``; no change, no user-event handler.
+* per object, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
+* a deleted object leaves a tombstone, and no later create or update brings it back;
+* an ended session never becomes active again;
+* handlers follow the *effective* change: an insert runs ``*.created`` handlers, an update
+  ``*.updated``, a removal ``*.deleted``, a session becoming revoked ``session.revoked``; no
+  change, no handler.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -29,8 +32,14 @@ from sqlmodel import Session, select
 
 from ._clock import utcnow
 from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
-from .errors import DatabaseUnavailableError, EventFailedError, HandlerError, InvalidEventError
-from .events import DeletedUser, Event, User, parse_event
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    EventFailedError,
+    HandlerError,
+    InvalidEventError,
+)
+from .events import AuthSession, Event, User, parse_event
 from .handlers import HandlerRegistry, call_in_worker
 from .ledger import (
     count_failed_attempt,
@@ -42,15 +51,21 @@ from .ledger import (
     ledger_table,
     upsert_failure,
 )
-from .tables import EventStatus, WorkOSEventRecord
-from .user_table import (
-    HANDLERS_FOR_EFFECT,
+from .mirror import (
+    OPTIONAL_KINDS,
+    SESSION,
+    USER,
     Effect,
-    apply_user,
-    apply_user_deletion,
-    apply_users,
-    delete_tombstones,
+    MirrorKind,
+    apply_deletion,
+    apply_snapshot,
+    apply_snapshots,
+    kind_named,
+    kind_of_event,
+    prune_tombstones,
+    revoked,
 )
+from .tables import EventStatus, WorkOSEventRecord
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -137,6 +152,19 @@ def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     )
 
 
+def snapshot_of(obj: Any, event_type: str, source: str) -> Event[Any]:
+    """The event handlers receive for a snapshot of any kind (`snapshot_event` for users).
+
+    Its id is ``{source}_{object id}_{updated_at in ms}`` (0 when the object has no
+    ``updated_at``), the same for the same snapshot.
+    """
+    updated_at = getattr(obj, "updated_at", None) or datetime.fromtimestamp(0, UTC)
+    stamp = int(updated_at.timestamp() * 1000)
+    return Event[Any](
+        id=f"{source}_{obj.id}_{stamp}", event=event_type, data=obj, created_at=updated_at
+    )
+
+
 class EventPipeline:
     """Processes events exactly once each, in one transaction with the app's handlers."""
 
@@ -144,9 +172,14 @@ class EventPipeline:
         self,
         engine: Callable[[], Engine],
         handlers: HandlerRegistry,
+        *,
+        mirror: Iterable[str] = OPTIONAL_KINDS,
     ) -> None:
         self._engine = engine
         self._handlers = handlers
+        self.mirrored: frozenset[str] = frozenset({USER.name, *mirror})
+        """The kinds whose tables this pipeline writes (users always); the events of any
+        other kind only run their own type's handlers."""
 
     def process(self, event: Event[Any], payload: dict[str, Any], *, source: str) -> Result:
         """Apply ``event`` once; a second delivery of the same id returns `Outcome.DUPLICATE`.
@@ -197,42 +230,68 @@ class EventPipeline:
     def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
         """Apply a user fetched from the REST API just in time and run its handlers.
 
-        `apply_snapshots` for one user. Synchronous: call it from a worker thread.
+        `apply_snapshot` for the user kind. Synchronous: call it from a worker thread.
         """
-        return self.apply_snapshots([user], source=source)[0]
+        return self.apply_snapshot(USER.name, user, source=source)
+
+    def apply_snapshot(self, kind: str, obj: Any, *, source: str = "snapshot") -> Effect:
+        """Apply one object of ``kind`` fetched from the REST API, and run its handlers.
+
+        `apply_snapshots` for one object. Synchronous: call it from a worker thread.
+        """
+        return self.apply_snapshots([obj], kind=kind, source=source)[0]
 
     def apply_snapshots(
         self,
-        users: Sequence[User],
+        objects: Sequence[Any],
         *,
         source: str,
+        kind: str = USER.name,
         run_handlers: bool = True,
         before_commit: Callable[[Session], None] | None = None,
     ) -> list[Effect]:
-        """Apply users fetched from the REST API in one transaction; return each one's effect.
+        """Apply objects of one kind fetched from the REST API in one transaction; return each
+        one's effect.
 
-        The same rules as events: newest ``updated_at`` wins, tombstones are respected. With
-        ``run_handlers``, the handlers of each effective change run in the transaction (an insert
-        runs ``user.created`` handlers) with a synthetic event ``{source}_{user id}_{updated_at
-        ms}``; nothing goes to the ledger, since no WorkOS event id exists. ``before_commit``
-        runs last in the same transaction: a backfill writes its cursor there and checks that
-        its lease is still its own, so a page and its cursor commit together or not at all, and
-        one commit per page (not per user) is what lets a backfill keep up with WorkOS's rate
-        limit. Raises `HandlerError` (rolled back, nothing recorded), whatever ``before_commit``
-        raises, and `DatabaseUnavailableError`. Synchronous: call it from a worker thread.
+        ``kind`` is a `mirror.KINDS` name (``"user"``, ``"organization"``,
+        ``"organization_membership"``, ``"session"``) and ``objects`` instances of its model
+        (`User`, `Organization`, `OrganizationMembership`, `AuthSession`). The rules are the
+        events' (`mirror`): newest ``updated_at`` wins, tombstones hold, a session's end is
+        terminal. With ``run_handlers``, the handlers of each effective change run in the
+        transaction (an insert runs ``*.created`` handlers) with a synthetic event
+        ``{source}_{object id}_{updated_at ms}``; nothing goes to the ledger, since no WorkOS
+        event id exists. ``before_commit`` runs last in the same transaction: a backfill writes
+        its cursor there and checks that its lease is still its own, so a page and its cursor
+        commit together or not at all, and one commit per page (not per object) is what lets a
+        backfill keep up with WorkOS's rate limit.
+
+        Raises `ConfigurationError` for a kind this pipeline does not mirror, `InvalidEventError`
+        for an object its table cannot hold (before any write), `HandlerError` (rolled back,
+        nothing recorded), whatever ``before_commit`` raises, and `DatabaseUnavailableError`.
+        Synchronous: call it from a worker thread.
         """
+        mirror_kind = self._mirrored_kind(kind)
         with self._transaction() as session:
-            effects = apply_users(session, list(users))
+            effects = apply_snapshots(session, mirror_kind, list(objects))
             if run_handlers:
-                for user, effect in zip(users, effects, strict=True):
-                    handler_type = HANDLERS_FOR_EFFECT.get(effect)
+                for obj, effect in zip(objects, effects, strict=True):
+                    handler_type = mirror_kind.handlers.get(effect)
                     if handler_type is not None:
-                        event = snapshot_event(user, handler_type, source)
+                        event = snapshot_of(obj, handler_type, source)
                         self.run_handlers(session, event, effect)
             if before_commit is not None:
                 before_commit(session)
             session.commit()
         return effects
+
+    def _mirrored_kind(self, name: str) -> MirrorKind:
+        kind = kind_named(name)
+        if kind.name not in self.mirrored:
+            raise ConfigurationError(
+                f"{kind.name} objects are not mirrored by this app: add {kind.name!r} to "
+                "AuthKit(mirror=...) to store them"
+            )
+        return kind
 
     def record_invalid(self, payload: dict[str, Any], error: str, *, source: str) -> bool:
         """Keep an event that cannot be processed as a failed ledger row (never drop it).
@@ -289,7 +348,8 @@ class EventPipeline:
         with unavailable_as_error(), Session(self._engine()) as session:
             limit = bound(session)
             events = delete_processed(session, before=events_before, bound=limit)
-            tombstones = delete_tombstones(session, before=tombstones_before, bound=limit)
+            cutoff = tombstones_before if limit is None else min(tombstones_before, limit)
+            tombstones = sum(prune_tombstones(session, cutoff).values())
             session.commit()
         return Pruned(events=events, tombstones=tombstones, bound=limit)
 
@@ -324,29 +384,40 @@ class EventPipeline:
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
+        # Dispatch on the type's family (user., organization., organization_membership.,
+        # session.) to the kind's rules in `mirror`; a kind turned off, or a type that is no
+        # change to a table (user.password_reset, organization_domain.*), changes nothing.
+        kind = kind_of_event(event.event)
+        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+            return Effect.UNCHANGED
         data = event.data
-        if isinstance(data, DeletedUser):
-            return apply_user_deletion(
-                session, data.id, deleted_at=event.created_at, event_id=event.id
+        if event.event.endswith(".deleted"):
+            return apply_deletion(
+                session, kind, data.id, deleted_at=event.created_at, event_id=event.id
             )
-        if isinstance(data, User) and event.event in ("user.created", "user.updated"):
-            return apply_user(session, data)
-        return Effect.UNCHANGED
+        if kind is SESSION and event.event == "session.revoked":
+            assert isinstance(data, AuthSession)
+            data = revoked(data)
+        return apply_snapshot(session, kind, data)
 
     def run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
         """Run the app's handlers for ``event`` inside ``session``'s transaction.
 
-        User events run the handlers of their effective change (`HANDLERS_FOR_EFFECT`), and
-        none when nothing changed; any other event runs its own type's handlers. A handler that
-        raises becomes `HandlerError`; the caller rolls back.
+        An event of a mirrored kind (users, and organizations, memberships and sessions unless
+        turned off) runs the handlers of its effective change (``kind.handlers``: an insert
+        runs ``*.created``, an update ``*.updated``, a removal ``*.deleted``, a session stored
+        as revoked ``session.revoked``) and none when nothing changed; any other event, and
+        every event of a kind turned off, runs its own type's handlers. A handler that raises
+        becomes `HandlerError`; the caller rolls back.
         """
-        if event.event.startswith("user."):
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is None and event.event in HANDLERS_FOR_EFFECT.values():
-                return  # a duplicate, stale or resurrecting user event changes nothing
-            handler_type = handler_type or event.event
-        else:
-            handler_type = event.event
+        handler_type = event.event
+        kind = kind_of_event(event.event)
+        if kind is not None and kind.name in self.mirrored:
+            effective = kind.handlers.get(effect)
+            if effective is not None:
+                handler_type = effective
+            elif event.event in kind.handler_types():
+                return  # a duplicate, stale or resurrecting event changes nothing
         session.in_handlers = True
         try:
             for handler in self._handlers.for_type(handler_type):

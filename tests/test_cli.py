@@ -296,7 +296,9 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
 ) -> None:
     env = cli_env(server, database_url)
     user = fake.create_user()
-    organization = fake.add_event("organization.created", {"id": "org_01CLI", "name": "Acme"})
+    organization = fake.add_event(
+        "organization.created", factories.organization("org_01CLI", name="Acme")
+    )
     first = run_cli(app_dir, "--app", "cliapp:authkit", "sync-events", env=env)
     assert first.returncode == 0, first.stderr
 

@@ -266,9 +266,15 @@ async def test_any_event_type_reaches_its_handlers_in_order(
     def second(session: Session, event: Event[Any]) -> None:
         seen.append("second")
 
-    @authkit.on("organization.updated")
+    # Organizations are mirrored: an organization.updated that inserts the row runs the
+    # organization.created handlers (handlers follow the effective change, as for users).
+    @authkit.on("organization.created")
     def org(session: Session, event: Event[Any]) -> None:
         seen.append(f"org:{event.data.name}")
+
+    @authkit.on("organization.updated")
+    def org_updated(session: Session, event: Event[Any]) -> None:
+        seen.append(f"org-updated:{event.data.name}")
 
     @authkit.on("magic_auth.created")
     def raw(session: Session, event: Event[Any]) -> None:
@@ -285,11 +291,31 @@ async def test_any_event_type_reaches_its_handlers_in_order(
 async def test_odd_payload_for_an_unsynced_type_keeps_raw_data(
     authkit: AuthKit, client: httpx.AsyncClient
 ) -> None:
+    # A session.* type that changes no table (a type WorkOS might add): typed data is only a
+    # convenience, so an odd payload keeps its raw data instead of failing the delivery.
     seen: list[Any] = []
-    authkit.on("session.created")(lambda session, event: seen.append(event.data))
-    payload = factories.event("session.created", {"id": "session_1", "expires_at": "not a date"})
+    authkit.on("session.refreshed")(lambda session, event: seen.append(event.data))
+    payload = factories.event("session.refreshed", {"id": "session_1", "expires_at": "not a date"})
     assert (await deliver(client, payload)).status_code == 200
     assert seen == [{"id": "session_1", "expires_at": "not a date"}]
+
+
+async def test_invalid_session_created_is_refused_like_a_user_event(
+    authkit: AuthKit, engine: Engine, client: httpx.AsyncClient
+) -> None:
+    # Sessions are mirrored now: a session.created the table cannot hold is a 400 (before, its
+    # raw data went to the handlers), and nothing is recorded or run.
+    seen: list[Any] = []
+    authkit.on("session.created")(lambda session, event: seen.append(event.data))
+    bad_date = factories.event("session.created", {"id": "session_1", "expires_at": "not a date"})
+    no_user = factories.event("session.created", {"id": "session_2", "status": "active"})
+    for payload in (bad_date, no_user):
+        response = await deliver(client, payload)
+        assert response.status_code == 400, response.text
+    assert "data.user_id" in (await deliver(client, no_user)).text
+    assert seen == []
+    with Session(engine) as session:
+        assert session.exec(select(WorkOSEventRecord)).all() == []
 
 
 async def test_a_handler_cannot_commit_half_the_work(
