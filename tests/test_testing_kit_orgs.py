@@ -209,6 +209,7 @@ async def test_organization_routes_need_the_api_key(fake: FakeWorkOS) -> None:
 # -- FakeWorkOS: memberships ------------------------------------------------------------------
 
 
+# --8<-- [start:memberships]
 @pytest.fixture
 def memberships(fake: FakeWorkOS) -> dict[str, str]:
     fake.create_organization(ORG, name="Acme")
@@ -251,6 +252,9 @@ async def test_memberships_filter_by_organization_or_user(
     admin = by_org.json()["data"][0]
     assert admin["role"] == {"slug": "admin"}
     assert admin["organization_id"] == ORG
+
+
+# --8<-- [end:memberships]
 
 
 async def test_memberships_list_requires_a_user_or_an_organization(

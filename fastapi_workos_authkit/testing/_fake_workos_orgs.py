@@ -1,7 +1,7 @@
 """The organizations and memberships half of `FakeWorkOS` (kept apart to keep each module short).
 
 `OrganizationStore` holds the fake's organizations and organization memberships and answers the
-WorkOS routes that read them (SPEC §5):
+WorkOS routes that read them, with WorkOS's parameters and answers:
 
 * ``GET /organizations`` (``limit``, ``after``, ``before``, ``order``, default ``desc``);
 * ``GET /organizations/{id}`` (404 for an unknown or deleted organization);

@@ -1,8 +1,8 @@
 """Realistic WorkOS webhook payloads for tests: users, sessions, organizations, memberships.
 
 Plain objects (`user`, `session`, `organization`, `organization_membership`) have the shapes of
-SPEC §2; each event type the package mirrors has a builder that wraps one in an `event`:
-``user.created|updated|deleted``, ``session.created|revoked``,
+WorkOS's webhook payloads; each event type the package mirrors has a builder that wraps one in
+an `event`: ``user.created|updated|deleted``, ``session.created|revoked``,
 ``organization.created|updated|deleted`` and ``organization_membership.created|updated|deleted``.
 """
 
@@ -257,7 +257,7 @@ def organization_membership(
     updated_at: datetime | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A WorkOS organization membership object, as in SPEC §2: ``role`` is sent as
+    """A WorkOS organization membership object, as WorkOS sends it: ``role`` is sent as
     ``{"slug": role}`` and ``roles`` (default ``[role]``) as a list of them; ``status`` is
     ``active``, ``inactive`` or ``pending``; ``organization_name`` is added when given (WorkOS
     sends it on some endpoints). Times default to now (``updated_at`` to ``created_at``)."""
