@@ -227,3 +227,136 @@ async def test_backfill_gives_existing_users_their_app_rows(
 
 
 # --8<-- [end:fake-workos]
+
+
+# -- organizations -------------------------------------------------------------------------------
+
+ACME = "org_01ACMEEXAMPLEAPP000000000"
+GRACE = "user_01GRACEEXAMPLEAPP00000000"
+LINUS = "user_01LINUSEXAMPLEAPP00000000"
+
+
+def org_bearer(
+    tokens: TokenFactory, user_id: str = ADA, org_id: str | None = ACME
+) -> dict[str, str]:
+    # The token's `role` says "member" on purpose: the app trusts the mirrored membership.
+    return {"Authorization": f"Bearer {tokens.mint(user_id, org_id=org_id, role='member')}"}
+
+
+async def deliver_all(send: SendWebhook, *payloads: dict[str, Any]) -> None:
+    for payload in payloads:
+        response = await send(payload)
+        assert response.status_code == 200, response.text
+
+
+# --8<-- [start:org-members]
+async def test_only_an_active_admin_lists_the_organizations_members(
+    workos_send_webhook: SendWebhook, workos_client: httpx.AsyncClient, workos_tokens: TokenFactory
+) -> None:
+    await deliver_all(
+        workos_send_webhook,
+        factories.user_created(ADA, email="ada@acme.test", first_name="Ada", last_name="L"),
+        factories.user_created(GRACE, email="grace@acme.test", first_name="Grace", last_name="H"),
+        factories.organization_created("Acme", organization_id=ACME, created_at=factories.at(0)),
+        factories.organization_membership_created(
+            ADA, ACME, membership_id="om_ada", role="admin", created_at=factories.at(1)
+        ),
+        factories.organization_membership_created(
+            GRACE, ACME, membership_id="om_grace", created_at=factories.at(2)
+        ),
+        # Linus's membership arrives before Linus: stored, and listed with his user id only.
+        factories.organization_membership_created(
+            LINUS, ACME, membership_id="om_linus", created_at=factories.at(3)
+        ),
+    )
+    members = await workos_client.get("/org/members", headers=org_bearer(workos_tokens))
+    assert members.status_code == 200, members.text
+    assert [(m["user_id"], m["role"], m["email"], m["name"]) for m in members.json()] == [
+        (ADA, "admin", "ada@acme.test", "Ada L"),
+        (GRACE, "member", "grace@acme.test", "Grace H"),
+        (LINUS, "member", None, None),
+    ]
+
+    # A member, even holding a token that claims "admin", is refused.
+    as_grace = {"Authorization": f"Bearer {workos_tokens.mint(GRACE, org_id=ACME, role='admin')}"}
+    refused = await workos_client.get("/org/members", headers=as_grace)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "Only an organization admin may do this"
+
+
+# --8<-- [end:org-members]
+
+
+async def test_an_inactive_admin_or_a_token_without_organization_is_refused(
+    workos_send_webhook: SendWebhook, workos_client: httpx.AsyncClient, workos_tokens: TokenFactory
+) -> None:
+    await deliver_all(
+        workos_send_webhook,
+        factories.user_created(ADA, email="ada@acme.test"),
+        factories.organization_membership_created(
+            ADA, ACME, membership_id="om_ada", role="admin", created_at=factories.at(1)
+        ),
+    )
+    assert (await workos_client.get("/org/members", headers=org_bearer(workos_tokens))).is_success
+
+    no_org = await workos_client.get("/org/members", headers=org_bearer(workos_tokens, org_id=None))
+    assert no_org.status_code == 403
+    assert "names no organization" in no_org.json()["detail"]
+    elsewhere = await workos_client.get(
+        "/org/members", headers=org_bearer(workos_tokens, org_id="org_01ELSEWHERE")
+    )
+    assert elsewhere.status_code == 403
+
+    # The membership is deactivated after the token was signed: the newest state wins.
+    deactivated = factories.organization_membership_updated(
+        "om_ada", ADA, ACME, role="admin", status="inactive", updated_at=factories.at(60)
+    )
+    await deliver_all(workos_send_webhook, deactivated)
+    inactive = await workos_client.get("/org/members", headers=org_bearer(workos_tokens))
+    assert inactive.status_code == 403
+    assert inactive.json()["detail"] == "You are not an active member of this organization"
+    assert (await workos_client.get("/org/members")).status_code == 401
+
+
+async def test_todo_lists_are_shared_with_active_members_of_the_organization(
+    workos_send_webhook: SendWebhook, workos_client: httpx.AsyncClient, workos_tokens: TokenFactory
+) -> None:
+    await deliver_all(
+        workos_send_webhook,
+        factories.user_created(ADA, email="ada@acme.test", first_name="Ada"),
+        factories.user_created(GRACE, email="grace@acme.test", first_name="Grace"),
+        factories.organization_membership_created(
+            ADA, ACME, membership_id="om_ada", created_at=factories.at(1)
+        ),
+        factories.organization_membership_created(
+            GRACE, ACME, membership_id="om_grace", created_at=factories.at(2)
+        ),
+    )
+    shared = await workos_client.post(
+        "/todo-lists", json={"name": "Roadmap", "shared": True}, headers=org_bearer(workos_tokens)
+    )
+    assert shared.status_code == 201, shared.text
+    assert shared.json()["organization_id"] == ACME
+    as_grace = org_bearer(workos_tokens, GRACE)
+    lists = await workos_client.get("/todo-lists", headers=as_grace)
+    assert [item["name"] for item in lists.json()] == ["Grace's Todo List", "Roadmap"]
+    one = await workos_client.get(f"/todo-lists/{shared.json()['id']}", headers=as_grace)
+    assert one.status_code == 200
+
+    # Without the organization in her token, or once inactive, Grace no longer sees it.
+    no_org = org_bearer(workos_tokens, GRACE, org_id=None)
+    without_org = await workos_client.get("/todo-lists", headers=no_org)
+    assert [item["name"] for item in without_org.json()] == ["Grace's Todo List"]
+    await deliver_all(
+        workos_send_webhook,
+        factories.organization_membership_updated(
+            "om_grace", GRACE, ACME, status="inactive", updated_at=factories.at(60)
+        ),
+    )
+    gone = await workos_client.get(f"/todo-lists/{shared.json()['id']}", headers=as_grace)
+    assert gone.status_code == 404
+    # Sharing needs an active membership.
+    refused = await workos_client.post(
+        "/todo-lists", json={"name": "Mine too", "shared": True}, headers=as_grace
+    )
+    assert refused.status_code == 403

@@ -1,4 +1,10 @@
-"""Realistic WorkOS webhook payloads for tests: users, sessions, organizations, memberships."""
+"""Realistic WorkOS webhook payloads for tests: users, sessions, organizations, memberships.
+
+Plain objects (`user`, `session`, `organization`, `organization_membership`) have the shapes of
+WorkOS's webhook payloads; each event type the package mirrors has a builder that wraps one in
+an `event`: ``user.created|updated|deleted``, ``session.created|revoked``,
+``organization.created|updated|deleted`` and ``organization_membership.created|updated|deleted``.
+"""
 
 from __future__ import annotations
 
@@ -244,22 +250,30 @@ def organization_membership(
     role: str = "member",
     roles: list[str] | None = None,
     status: str = "active",
+    directory_managed: bool = False,
+    custom_attributes: dict[str, Any] | None = None,
+    organization_name: str | None = None,
     created_at: datetime | None = None,
     updated_at: datetime | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A WorkOS organization membership object (``roles`` defaults to ``[role]``)."""
+    """A WorkOS organization membership object, as WorkOS sends it: ``role`` is sent as
+    ``{"slug": role}`` and ``roles`` (default ``[role]``) as a list of them; ``status`` is
+    ``active``, ``inactive`` or ``pending``; ``organization_name`` is added when given (WorkOS
+    sends it on some endpoints). Times default to now (``updated_at`` to ``created_at``)."""
     created = created_at or datetime.now(UTC)
+    named = {} if organization_name is None else {"organization_name": organization_name}
     return {
         "object": "organization_membership",
         "id": membership_id or new_id("om"),
         "user_id": user_id,
         "organization_id": organization_id,
+        **named,
         "status": status,
         "role": {"slug": role},
         "roles": [{"slug": slug} for slug in (roles if roles is not None else [role])],
-        "directory_managed": False,
-        "custom_attributes": {},
+        "directory_managed": directory_managed,
+        "custom_attributes": custom_attributes or {},
         "created_at": iso(created),
         "updated_at": iso(updated_at or created),
         **extra,

@@ -1,4 +1,4 @@
-"""A stateful fake of the WorkOS REST API: a users store, an events log and fault injection.
+"""A stateful fake of the WorkOS REST API: users, organizations, an events log, faults.
 
 `FakeWorkOS` is a plain ASGI app. Reach it in-process with ``fake.transport()`` (pass it to
 ``AuthKit(http_transport=...)``), or serve it on a loopback port with `FakeWorkOSServer` (uvicorn
@@ -9,13 +9,19 @@ It implements the WorkOS REST endpoints the package calls:
 
 * ``GET /user_management/users`` (``limit``, ``after``, ``before``, ``order``), oldest first;
 * ``GET /user_management/users/{id}`` (404 for an unknown or deleted user);
+* ``GET /organizations`` and ``GET /organizations/{id}``;
+* ``GET /user_management/organization_memberships`` (``user_id`` and/or ``organization_id``
+  required, ``statuses``, default only ``active``) and ``.../organization_memberships/{id}``
+  (served by `OrganizationStore`, in ``_fake_workos_orgs.py``);
 * ``GET /events`` (``events`` comma-joined or repeated, ``after``, ``range_start``, ``limit``);
 * ``GET /sso/jwks/{client_id}`` when constructed with a JWKS;
 
 checks the bearer API key (401 otherwise), and injects faults on demand: ``429`` with
 ``Retry-After``, storms of 5xx answers, and connections dropped half-way through a page, each
 on the next matching requests or only after ``skip`` of them (the Nth page of a listing).
-Changing users with `create_user`, `update_user` and `delete_user` appends the matching events.
+Changing users with `create_user`, `update_user` and `delete_user` appends the matching events,
+and so do `create_organization`, `update_organization`, `delete_organization`,
+`create_membership`, `update_membership` and `delete_membership`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from . import factories
+from ._fake_workos_orgs import OrganizationStore
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -113,6 +120,7 @@ class FakeWorkOS:
         self._users = _Log()
         self._live: dict[str, dict[str, Any]] = {}
         self._events = _Log()
+        self._organizations = OrganizationStore(self._log)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -150,6 +158,70 @@ class FakeWorkOS:
             if user is None:
                 raise KeyError(f"no live user {user_id}")
             self._log("user.deleted", user, self._stamp())
+
+    def create_organization(
+        self, organization_id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Create an organization (fields as in `factories.organization`: ``name``, ``domains``
+        as a list of domain names, ``external_id``, ``metadata``) and log
+        ``organization.created``."""
+        with self._lock:
+            return self._organizations.create_organization(self._stamp(), organization_id, fields)
+
+    def update_organization(self, organization_id: str, **fields: Any) -> dict[str, Any]:
+        """Change fields of a live organization (as WorkOS sends them), bump its
+        ``updated_at`` and log ``organization.updated``."""
+        with self._lock:
+            return self._organizations.update_organization(self._stamp(), organization_id, fields)
+
+    def delete_organization(self, organization_id: str) -> None:
+        """Delete a live organization and log ``organization.deleted`` (the full object).
+
+        Its memberships are left alone: delete them with `delete_membership`."""
+        with self._lock:
+            self._organizations.delete_organization(self._stamp(), organization_id)
+
+    def create_membership(
+        self,
+        user_id: str,
+        organization_id: str,
+        membership_id: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a membership (fields as in `factories.organization_membership`: ``role``,
+        ``roles``, ``status``...) and log ``organization_membership.created``.
+
+        The user and the organization need not exist in the fake, so a test can serve a
+        membership whose user or organization is unknown."""
+        with self._lock:
+            return self._organizations.create_membership(
+                self._stamp(), user_id, organization_id, membership_id, fields
+            )
+
+    def update_membership(self, membership_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a live membership (``role="admin"``, ``roles=[...]`` as slugs, ``status``...),
+        bump its ``updated_at`` and log ``organization_membership.updated``."""
+        with self._lock:
+            return self._organizations.update_membership(self._stamp(), membership_id, fields)
+
+    def delete_membership(self, membership_id: str) -> None:
+        """Delete a live membership and log ``organization_membership.deleted``."""
+        with self._lock:
+            self._organizations.delete_membership(self._stamp(), membership_id)
+
+    @property
+    def organizations(self) -> list[dict[str, Any]]:
+        """The live organizations, oldest first (deep copies)."""
+        with self._lock:
+            store = self._organizations.organizations
+            return [copy.deepcopy(o) for o in store.items if o["id"] in store.live]
+
+    @property
+    def memberships(self) -> list[dict[str, Any]]:
+        """The live memberships, oldest first (deep copies)."""
+        with self._lock:
+            store = self._organizations.memberships
+            return [copy.deepcopy(m) for m in store.items if m["id"] in store.live]
 
     def add_event(
         self, event_type: str, data: dict[str, Any], *, event_id: str | None = None
@@ -260,6 +332,10 @@ class FakeWorkOS:
                 return 200, dict(user), {}, drop
             if path == "/events":
                 return (*self._list_events(query), {}, drop)
+            answer = self._organizations.handle(path, query)
+            if answer is not None:
+                status, body = answer
+                return status, body, {}, drop and status == 200
         return 404, {"message": "Not found"}, {}, False
 
     def _next_fault(self, path: str) -> Fault | None:
