@@ -9,14 +9,13 @@ logged with the event's type and id and the answer's status, never the body or t
 from __future__ import annotations
 
 import logging
-import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..testing import encode, signed_delivery
 
@@ -59,23 +58,30 @@ class WebhookQueue:
     attempts: list[Attempt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
-        self._send: MemoryObjectSendStream[dict[str, Any]] = send
-        self._receive: MemoryObjectReceiveStream[dict[str, Any]] = receive
-        self.pending = 0
+        # A plain deque and an Event made inside `run`: nothing to close, and the queue can be
+        # built before the event loop starts (as `dev serve` does).
+        self._items: deque[dict[str, Any]] = deque()
+        self._wake: anyio.Event | None = None
+
+    @property
+    def pending(self) -> int:
+        """Events queued or being delivered."""
+        return len(self._items)
 
     def put(self, event: dict[str, Any]) -> None:
         """Queue ``event`` (never waits: the caller does not wait for the app)."""
-        self.pending += 1
-        self._send.send_nowait(event)
+        self._items.append(event)
+        if self._wake is not None:
+            self._wake.set()
 
     async def run(self) -> None:
-        """Deliver queued events until cancelled (run it in a task group)."""
-        async for event in self._receive:
-            try:
-                await self.deliver(event)
-            finally:
-                self.pending -= 1
+        """Deliver queued events, in order, until cancelled (run it in a task group)."""
+        while True:
+            while self._items:
+                await self.deliver(self._items[0])
+                self._items.popleft()
+            self._wake = anyio.Event()
+            await self._wake.wait()
 
     async def deliver(self, event: dict[str, Any]) -> bool:
         """Deliver one event, retrying per `backoff`; ``True`` once the app answered 2xx."""
@@ -120,7 +126,3 @@ class WebhookQueue:
             )
             await self.sleep(delay)
         return False  # pragma: no cover - the loop always returns
-
-    def close(self) -> None:
-        """Stop accepting events."""
-        self._send.close()
