@@ -29,10 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fastapi_workos_authkit import AuthKit, WorkOSUser
-from fastapi_workos_authkit.dev import DevState
+from fastapi_workos_authkit.dev import DevError, DevServer, DevState
 from fastapi_workos_authkit.dev.actions import call_action
 from fastapi_workos_authkit.dev.delivery import WebhookQueue
-from fastapi_workos_authkit.dev.server import DevError, DevServer
 from fastapi_workos_authkit.signatures import verify_signature
 from fastapi_workos_authkit.testing import factories, user_registration_action
 

@@ -11,6 +11,7 @@ Action endpoint), `server` (the ASGI app) and `cli` (the verbs).
 """
 
 from .cli import add_dev_commands, run_dev
-from .state import DevState
+from .server import DevError, DevServer
+from .state import DevSecrets, DevState
 
-__all__ = ["DevState", "add_dev_commands", "run_dev"]
+__all__ = ["DevError", "DevSecrets", "DevServer", "DevState", "add_dev_commands", "run_dev"]

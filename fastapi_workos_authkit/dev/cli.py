@@ -179,7 +179,7 @@ def _call(state: DevState, method: str, path: str, body: dict[str, Any] | None) 
     url, key = state.server_url(), state.api_key()
     if url is None or key is None:
         raise DevCommandError(
-            f"no dev server has run with the state folder {state.directory}: start one with "
+            f"no dev server is running with the state folder {state.directory}: start one with "
             "`fastapi-workos-authkit dev serve` (or pass its --state-dir)"
         )
     try:
@@ -241,6 +241,5 @@ def _serve(args: argparse.Namespace, state: DevState, out: IO[str], err: IO[str]
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
-        state.forget_server()
         dev_logger.removeHandler(handler)
     return EXIT_OK

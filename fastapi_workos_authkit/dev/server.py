@@ -155,6 +155,9 @@ class DevServer:
                 self.queue.put(event)
             yield
             group.cancel_scope.cancel()
+        # Here rather than after uvicorn returns: on SIGTERM uvicorn re-raises the signal once
+        # it has shut down, so code after `run()` never runs.
+        self.state.forget_server()
 
     def exports(self, base_url: str) -> dict[str, str]:
         """The environment the app needs to trust this server."""
