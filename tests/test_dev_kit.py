@@ -15,6 +15,7 @@ import socket
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fastapi_workos_authkit import AuthKit, WorkOSUser
+from fastapi_workos_authkit.cli import main
 from fastapi_workos_authkit.dev import DevError, DevServer, DevState
 from fastapi_workos_authkit.dev.actions import call_action
 from fastapi_workos_authkit.dev.delivery import WebhookQueue
@@ -387,3 +389,31 @@ async def test_pkce_sign_in_refuses_a_wrong_verifier(tmp_path: Path) -> None:
     claims = _claims(body["access_token"])
     assert claims["sub"] == ada["id"]
     assert claims["sid"] in server.sessions
+
+
+# -- the verbs without a server -------------------------------------------------------------------
+
+
+def test_verbs_say_how_to_start_the_server_and_reset_clears_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / ".workos-dev"
+    out, err = StringIO(), StringIO()
+    code = main(
+        ["dev", "token", "--email", "ada@example.com", "--state-dir", str(folder)],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == 1
+    assert err.getvalue().startswith("error: no dev server is running")
+    assert "dev serve" in err.getvalue()
+
+    DevState(folder).load_or_create_identity()
+    DevState(folder).record_server(_no_app(), 1)  # a server that stopped without cleaning up
+    code = main(
+        ["dev", "create-user", "--email", "a@example.com", "--state-dir", str(folder)],
+        stdout=out,
+        stderr=err,
+    )
+    assert code == 1
+    assert "is not running: start it with" in err.getvalue()
+    assert main(["dev", "reset", "--state-dir", str(folder)], stdout=out, stderr=err) == 0
+    assert not folder.exists()
