@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .authkit import AuthKit
 from .database import create_tables, driver_message, is_unavailable
+from .dev import add_dev_commands, run_dev
 from .errors import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
 from .reconcile import Progress
 from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
@@ -417,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     providers = commands.add_parser("providers", help="print auth_config_providers() as JSON")
     providers.add_argument("--client-id", default=None, help="default: the app's or env's")
     providers.add_argument("--api-hostname", default=None, help="default: the app's or env's")
+    add_dev_commands(commands)
     return parser
 
 
@@ -440,6 +442,8 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        return run_dev(args, out, err)
     try:
         if args.command == "providers":
             out.write(json.dumps(_providers(args), indent=2) + "\n")

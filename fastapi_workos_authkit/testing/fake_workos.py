@@ -30,7 +30,7 @@ import argparse
 import copy
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,6 +231,34 @@ class FakeWorkOS:
         ``event_id`` overrides the generated id (to serve a hostile or odd one)."""
         with self._lock:
             return copy.deepcopy(self._log(event_type, data, self._stamp(), event_id))
+
+    def restore(
+        self,
+        *,
+        users: Sequence[dict[str, Any]] = (),
+        organizations: Sequence[dict[str, Any]] = (),
+        memberships: Sequence[dict[str, Any]] = (),
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Load saved live objects and an events log as they are, logging no new events.
+
+        For resuming a fake that was saved from `users`, `organizations`, `memberships` and
+        `events` (the ``dev serve`` state folder does this), so that ids, timestamps and the
+        Events API's cursors stay valid across a restart. Call it on a fresh fake."""
+        with self._lock:
+            for saved in users:
+                user = copy.deepcopy(saved)
+                self._users.append(user)
+                self._live[user["id"]] = user
+            for organization in organizations:
+                self._organizations.organizations.add(copy.deepcopy(organization), "organization")
+            for membership in memberships:
+                self._organizations.memberships.add(copy.deepcopy(membership), "membership")
+            for event in events:
+                self._events.append(copy.deepcopy(event))
+            stamps = [_parse(e["created_at"]) for e in self._events.items]
+            if stamps:
+                self._last_stamp = max(stamps)
 
     def seed_users(self, count: int) -> None:
         """Create ``count`` users quickly (benchmarks), each with its ``user.created`` event."""
