@@ -475,9 +475,11 @@ def _id_param(kind: str, value: str) -> str:
 
 
 def _list_params(after: str | None, limit: int, order: str) -> dict[str, str | int]:
+    # ``after`` is WorkOS's own opaque cursor (the last id of the page before), sent as an
+    # encoded query parameter: it is passed on as it came.
     params: dict[str, str | int] = {"limit": limit, "order": order}
     if after:
-        params["after"] = _id_param("cursor", after)
+        params["after"] = after
     return params
 
 

@@ -139,7 +139,7 @@ async def test_organizations_and_memberships_endpoints(directory: OrgDirectory) 
             api.get_organization("../users"),
             api.get_organization_membership("om 1"),
             api.list_organization_memberships(organization_id="org/x"),
-            api.list_organizations(after="org_1&limit=1"),
+            api.list_organization_memberships(user_id="user_1&limit=1"),
         ):
             with pytest.raises(WorkOSAPIError, match="implausible"):
                 await call
