@@ -20,7 +20,7 @@ from .actions import (
     SyncHandlerSlots,
     add_action_route,
 )
-from .backfill import backfill_users
+from .backfill import backfill_memberships, backfill_organizations, backfill_users
 from .config import AuthKitSettings, Clock
 from .database import create_tables as create_package_tables
 from .database import make_engine
@@ -39,7 +39,7 @@ from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
 from .poller import EventsPoller
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
-from .prune import prune
+from .prune import DEFAULT_SESSION_RETENTION, prune
 from .reconcile_results import (
     BackfillResult,
     ProgressCallback,
@@ -289,6 +289,51 @@ class AuthKit:
             lease_ttl=lease_ttl,
         )
 
+    async def backfill_organizations(
+        self,
+        *,
+        run_handlers: bool = True,
+        restart: bool = False,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+    ) -> BackfillResult:
+        """Copy every WorkOS organization into ``workos_organizations``, a page per
+        transaction, with the contract of `backfill_users` (lease ``backfill_organizations``).
+
+        Raises `ConfigurationError` if organizations are not mirrored (``AuthKit(mirror=...)``).
+        See `fastapi_workos_authkit.backfill.backfill_organizations`.
+        """
+        return await backfill_organizations(
+            self._recovery,
+            run_handlers=run_handlers,
+            restart=restart,
+            progress=progress,
+            lease_ttl=lease_ttl,
+        )
+
+    async def backfill_memberships(
+        self,
+        *,
+        run_handlers: bool = True,
+        restart: bool = False,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+    ) -> BackfillResult:
+        """Copy every WorkOS organization membership, of every status, into
+        ``workos_organization_memberships``, listed organization by organization, with the
+        contract of `backfill_users` (lease ``backfill_memberships``).
+
+        Raises `ConfigurationError` if memberships are not mirrored (``AuthKit(mirror=...)``).
+        See `fastapi_workos_authkit.backfill.backfill_memberships`.
+        """
+        return await backfill_memberships(
+            self._recovery,
+            run_handlers=run_handlers,
+            restart=restart,
+            progress=progress,
+            lease_ttl=lease_ttl,
+        )
+
     async def replay_failed(
         self, *, limit: int | None = None, progress: ProgressCallback | None = None
     ) -> ReplayResult:
@@ -305,9 +350,12 @@ class AuthKit:
         *,
         ledger_retention: timedelta = DEFAULT_RETENTION,
         tombstone_retention: timedelta = DEFAULT_RETENTION,
+        session_retention: timedelta = DEFAULT_SESSION_RETENTION,
     ) -> PruneResult:
         """Delete processed ledger rows and tombstones older than their retention periods
-        (30 days by default, at least 3), never past what `sync_events` may still replay.
+        (30 days by default, at least 3), never past what `sync_events` may still replay, and
+        sessions that ended or expired more than ``session_retention`` ago (7 days by default,
+        at least 3).
 
         See `fastapi_workos_authkit.prune.prune`.
         """
@@ -315,6 +363,7 @@ class AuthKit:
             self._recovery,
             ledger_retention=ledger_retention,
             tombstone_retention=tombstone_retention,
+            session_retention=session_retention,
         )
 
     async def sync_status(self, *, failures: int = 10) -> SyncStatus:

@@ -66,7 +66,15 @@ class CommandError(Exception):
 # -- finding the app -----------------------------------------------------------------------
 
 
-NEEDS_APP = frozenset({"sync-events", "backfill-users", "replay-failed"})
+NEEDS_APP = frozenset(
+    {
+        "sync-events",
+        "backfill-users",
+        "backfill-organizations",
+        "backfill-memberships",
+        "replay-failed",
+    }
+)
 """Subcommands that run the app's handlers, and so refuse to run without ``--app``."""
 
 
@@ -203,6 +211,24 @@ async def _backfill_users(
     return result, ExitCode.OK
 
 
+async def _backfill_organizations(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    result = await kit.backfill_organizations(
+        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
+    )
+    return result, ExitCode.OK
+
+
+async def _backfill_memberships(
+    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+) -> tuple[Any, ExitCode]:
+    result = await kit.backfill_memberships(
+        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
+    )
+    return result, ExitCode.OK
+
+
 async def _replay_failed(
     kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
 ) -> tuple[Any, ExitCode]:
@@ -217,6 +243,7 @@ async def _prune(
         result = await kit.prune(
             ledger_retention=timedelta(days=args.ledger_days),
             tombstone_retention=timedelta(days=args.tombstone_days),
+            session_retention=timedelta(days=args.sessions_days),
         )
     except ValueError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
@@ -232,6 +259,8 @@ async def _status(
 _COMMANDS: dict[str, Command] = {
     "sync-events": _sync_events,
     "backfill-users": _backfill_users,
+    "backfill-organizations": _backfill_organizations,
+    "backfill-memberships": _backfill_memberships,
     "replay-failed": _replay_failed,
     "prune": _prune,
     "status": _status,
@@ -314,9 +343,9 @@ def _summary(command: str, result: Any) -> list[str]:
         if data["failed"]:
             lines.append("  failed events stay in the ledger: fix the handler, then replay-failed")
         return lines
-    if command == "backfill-users":
+    if command in _BACKFILLED:
         return [
-            f"backfill-users: {data['seen']:,} users in {data['pages']:,} pages: "
+            f"{command}: {data['seen']:,} {_BACKFILLED[command]} in {data['pages']:,} pages: "
             f"{data['inserted']:,} inserted, {data['updated']:,} updated, "
             f"{data['unchanged']:,} unchanged"
             + (f" (resumed after {data['resumed_from']})" if data["resumed_from"] else "")
@@ -333,16 +362,26 @@ def _summary(command: str, result: Any) -> list[str]:
         ]
         return lines
     if command == "prune":
+        by_kind = ", ".join(
+            f"{kind} {count:,}" for kind, count in sorted(data["tombstones_by_kind"].items())
+        )
         return [
             f"prune: {data['events_deleted']:,} processed events received before "
             f"{data['events_before']} and {data['tombstones_deleted']:,} tombstones older than "
-            f"{data['tombstones_before']} deleted"
+            f"{data['tombstones_before']} deleted" + (f" ({by_kind})" if by_kind else ""),
+            f"  {data['sessions_deleted']:,} sessions ended or expired before "
+            f"{data['sessions_before']} deleted",
         ]
     lines = [
         "ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(data["ledger"].items())),
         f"users: {data['users']:,}, tombstones: {data['tombstones']:,}",
-        "cursors:",
+        "mirrored:",
     ]
+    lines += [
+        f"  {name}: {counts['rows']:,} rows, {counts['tombstones']:,} tombstones"
+        for name, counts in sorted(data["kinds"].items())
+    ] or ["  (none)"]
+    lines.append("cursors:")
     lines += [f"  {k}: {v}" for k, v in sorted(data["cursors"].items())] or ["  (none)"]
     lines.append("leases:")
     lines += [
@@ -357,6 +396,13 @@ def _summary(command: str, result: Any) -> list[str]:
         for f in data["last_failures"]
     ] or ["  (none)"]
     return lines
+
+
+_BACKFILLED = {
+    "backfill-users": "users",
+    "backfill-organizations": "organizations",
+    "backfill-memberships": "memberships",
+}
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -406,14 +452,37 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--restart", action="store_true", help="ignore the cursor of an interrupted run"
     )
+    for name, what, types in (
+        ("backfill-organizations", "organization", "organization.created/updated"),
+        (
+            "backfill-memberships",
+            "organization membership (every status)",
+            "organization_membership.created/updated",
+        ),
+    ):
+        more = commands.add_parser(name, help=f"copy every WorkOS {what} into its table")
+        more.add_argument("--no-handlers", action="store_true", help=f"do not run {types} handlers")
+        more.add_argument(
+            "--restart", action="store_true", help="ignore the cursor of an interrupted run"
+        )
     replay = commands.add_parser("replay-failed", help="process failed ledger events again")
     replay.add_argument("--limit", type=int, default=None, help="at most this many events")
-    prune = commands.add_parser("prune", help="delete old processed events and tombstones")
+    prune = commands.add_parser(
+        "prune", help="delete old processed events, tombstones and ended sessions"
+    )
     prune.add_argument("--ledger-days", type=float, default=30.0, help="keep (default 30, min 3)")
     prune.add_argument(
         "--tombstone-days", type=float, default=30.0, help="keep (default 30, min 3)"
     )
-    status = commands.add_parser("status", help="ledger counts, cursors, failures, leases")
+    prune.add_argument(
+        "--sessions-days",
+        type=float,
+        default=7.0,
+        help="keep ended or expired sessions (default 7, min 3)",
+    )
+    status = commands.add_parser(
+        "status", help="ledger counts, mirrored rows per kind, cursors, failures, leases"
+    )
     status.add_argument("--failures", type=int, default=10, help="how many failures to list")
     providers = commands.add_parser("providers", help="print auth_config_providers() as JSON")
     providers.add_argument("--client-id", default=None, help="default: the app's or env's")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -62,6 +62,7 @@ from .mirror import (
     apply_snapshots,
     kind_named,
     kind_of_event,
+    prune_ended_sessions,
     prune_tombstones,
     revoked,
 )
@@ -98,6 +99,10 @@ class Pruned:
     events: int
     tombstones: int
     bound: datetime | None
+    sessions: int = 0
+    """Sessions deleted because they ended or expired before the sessions cut-off."""
+    tombstones_by_kind: dict[str, int] = field(default_factory=dict)
+    """Tombstones deleted, by kind name (their sum is `tombstones`)."""
 
 
 class SyncSession(Session):
@@ -337,21 +342,34 @@ class EventPipeline:
         events_before: datetime,
         tombstones_before: datetime,
         bound: Callable[[Session], datetime | None],
+        sessions_before: datetime | None = None,
     ) -> Pruned:
-        """Delete processed ledger rows and tombstones older than their cut-offs, in one
+        """Delete processed ledger rows, tombstones of every kind and (with
+        ``sessions_before``) ended or expired sessions older than their cut-offs, in one
         transaction; failed ledger rows stay for `replay_failed`.
 
         ``bound`` runs first in the same transaction and returns an event time (or ``None``):
         nothing from an event created at or after it is deleted, since the Events API sync may
-        still replay that event. Synchronous: call it from a worker thread.
+        still replay that event (a replayed ``session.created`` of a pruned revoked session
+        would store it as active again). Synchronous: call it from a worker thread.
         """
         with unavailable_as_error(), Session(self._engine()) as session:
             limit = bound(session)
             events = delete_processed(session, before=events_before, bound=limit)
             cutoff = tombstones_before if limit is None else min(tombstones_before, limit)
-            tombstones = sum(prune_tombstones(session, cutoff).values())
+            by_kind = prune_tombstones(session, cutoff)
+            sessions = 0
+            if sessions_before is not None:
+                ended = sessions_before if limit is None else min(sessions_before, limit)
+                sessions = prune_ended_sessions(session, ended)
             session.commit()
-        return Pruned(events=events, tombstones=tombstones, bound=limit)
+        return Pruned(
+            events=events,
+            tombstones=sum(by_kind.values()),
+            bound=limit,
+            sessions=sessions,
+            tombstones_by_kind=by_kind,
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[SyncSession]:

@@ -6,8 +6,8 @@ jobs close those gaps; an app runs them through its `AuthKit` (``authkit.sync_ev
 ``authkit.backfill_users()``, ...) or the command line. Each job has its own module:
 
 * `events_sync.sync_events` pages ``GET /events`` from its own cursor into `EventPipeline.process`;
-* `backfill.backfill_users` pages ``GET /user_management/users`` into
-  `EventPipeline.apply_snapshots`, a page and its cursor per transaction;
+* `backfill.backfill_users`, `backfill_organizations` and `backfill_memberships` page the
+  WorkOS lists into `EventPipeline.apply_snapshots`, a page and its cursor per transaction;
 * `replay.replay_failed` processes failed ledger events again; `prune.prune` bounds the ledger
   and tombstones; `status.sync_status` reports.
 
@@ -17,7 +17,7 @@ public names, with what they report (`reconcile_results`) and the poller (`polle
 
 from __future__ import annotations
 
-from .backfill import backfill_users
+from .backfill import backfill_memberships, backfill_organizations, backfill_users
 from .events_sync import (
     EventNotRecordedError,
     EventsCursorExpiredError,
@@ -27,7 +27,7 @@ from .events_sync import (
 )
 from .ledger import ledger_id
 from .poller import EventsPoller
-from .prune import MIN_RETENTION, prune
+from .prune import DEFAULT_SESSION_RETENTION, MIN_RETENTION, prune
 from .reconcile_results import (
     BackfillResult,
     FailedEvent,
@@ -42,10 +42,15 @@ from .reconcile_results import (
 )
 from .recovery import (
     DEFAULT_RETENTION,
+    EVENTS_CATCH_UP_CURSOR,
+    EVENTS_CATCH_UP_POSITION,
+    EVENTS_CATCH_UP_TYPES,
     EVENTS_CURSOR,
     EVENTS_LAST_RUN,
     EVENTS_POSITION,
     EVENTS_TYPES,
+    MEMBERSHIPS_CURSOR,
+    ORGANIZATIONS_CURSOR,
     PAGE_SIZE,
     USERS_CURSOR,
     USERS_LAST_COMPLETED,
@@ -56,11 +61,17 @@ from .status import sync_status
 
 __all__ = [
     "DEFAULT_RETENTION",
+    "DEFAULT_SESSION_RETENTION",
+    "EVENTS_CATCH_UP_CURSOR",
+    "EVENTS_CATCH_UP_POSITION",
+    "EVENTS_CATCH_UP_TYPES",
     "EVENTS_CURSOR",
     "EVENTS_LAST_RUN",
     "EVENTS_POSITION",
     "EVENTS_TYPES",
+    "MEMBERSHIPS_CURSOR",
     "MIN_RETENTION",
+    "ORGANIZATIONS_CURSOR",
     "PAGE_SIZE",
     "USERS_CURSOR",
     "USERS_LAST_COMPLETED",
@@ -79,6 +90,8 @@ __all__ = [
     "ReplayedEvent",
     "SyncEventsResult",
     "SyncStatus",
+    "backfill_memberships",
+    "backfill_organizations",
     "backfill_users",
     "event_types_in_play",
     "ledger_id",

@@ -61,6 +61,8 @@ class SyncEventsResult:
     started_after: str | None = None
     cursor: str | None = None
     event_types: list[str] = field(default_factory=list)
+    catch_up_types: list[str] = field(default_factory=list)
+    catch_up_cursor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -121,8 +123,13 @@ class PruneResult:
 
     events_deleted: int = 0
     tombstones_deleted: int = 0
+    sessions_deleted: int = 0
+    tombstones_by_kind: dict[str, int] = field(default_factory=dict)
+    """Tombstones deleted per kind name (``user``, ``organization``,
+    ``organization_membership``); their sum is ``tombstones_deleted``."""
     events_before: str = ""
     tombstones_before: str = ""
+    sessions_before: str = ""
     sync_position: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -153,13 +160,27 @@ class LeaseInfo:
     active: bool
 
 
+@dataclass(frozen=True)
+class KindCounts:
+    """Rows and tombstones of one mirrored kind, for `SyncStatus`."""
+
+    rows: int
+    tombstones: int
+
+
 @dataclass
 class SyncStatus:
-    """The state of the sync: ledger counts by status, cursors, recent failures, leases."""
+    """The state of the sync: ledger counts by status, mirrored rows, cursors, recent
+    failures, leases.
+
+    ``users`` and ``tombstones`` are the users' (as before kinds existed); ``kinds`` has the
+    row and tombstone counts of every mirrored kind by name (sessions have no tombstones).
+    """
 
     ledger: dict[str, int] = field(default_factory=dict)
     users: int = 0
     tombstones: int = 0
+    kinds: dict[str, KindCounts] = field(default_factory=dict)
     cursors: dict[str, str | None] = field(default_factory=dict)
     last_failures: list[FailedEvent] = field(default_factory=list)
     leases: list[LeaseInfo] = field(default_factory=list)

@@ -45,6 +45,21 @@ EVENTS_LAST_RUN = "events.last_run_at"
 USERS_CURSOR = "users_backfill.cursor"
 """`WorkOSSyncState` key: id of the last user of the last page `backfill_users` committed."""
 USERS_LAST_COMPLETED = "users_backfill.completed_at"
+ORGANIZATIONS_CURSOR = "organizations_backfill.cursor"
+"""`WorkOSSyncState` key: id of the last organization `backfill_organizations` committed."""
+ORGANIZATIONS_LAST_COMPLETED = "organizations_backfill.completed_at"
+MEMBERSHIPS_CURSOR = "memberships_backfill.cursor"
+"""`WorkOSSyncState` key: ``<organization id>/<membership id>``: the organization whose
+memberships `backfill_memberships` was listing and the last membership of it committed."""
+MEMBERSHIPS_LAST_COMPLETED = "memberships_backfill.completed_at"
+EVENTS_CATCH_UP_CURSOR = "events.catch_up.cursor"
+"""`WorkOSSyncState` key: id of the last event of the catch-up pass (`sync_events`), which pulls
+the event types a package upgrade added to the default set from their own starting point
+while the main cursor keeps its place. Gone once the two cursors are merged."""
+EVENTS_CATCH_UP_TYPES = "events.catch_up.types"
+"""`WorkOSSyncState` key: the sorted, comma-joined event types the catch-up pass pulls."""
+EVENTS_CATCH_UP_POSITION = "events.catch_up.position_at"
+"""`WorkOSSyncState` key: ``created_at`` of the event at the catch-up cursor (or its start)."""
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,22 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from .database import guarded
-from .reconcile_results import FailedEvent, LeaseInfo, SyncStatus
+from .mirror import USER, count_rows
+from .reconcile_results import FailedEvent, KindCounts, LeaseInfo, SyncStatus
 from .recovery import Recovery, iso
 from .tables import (
     EventStatus,
     WorkOSEventRecord,
     WorkOSLease,
     WorkOSSyncState,
-    WorkOSUser,
-    WorkOSUserTombstone,
 )
 
 __all__ = ["sync_status"]
 
 
 async def sync_status(recovery: Recovery, *, failures: int = 10) -> SyncStatus:
-    """Ledger counts by status, the cursors, the ``failures`` latest failures and the leases."""
+    """Ledger counts by status, row and tombstone counts per mirrored kind, the cursors, the
+    ``failures`` latest failures and the leases."""
     now = recovery.now()
     engine = recovery.engine()
 
@@ -33,8 +33,10 @@ async def sync_status(recovery: Recovery, *, failures: int = 10) -> SyncStatus:
                     col(WorkOSEventRecord.status)
                 )
             ).all()
-            users = session.exec(select(func.count()).select_from(WorkOSUser)).one()
-            tombstones = session.exec(select(func.count()).select_from(WorkOSUserTombstone)).one()
+            kinds = {
+                name: KindCounts(rows=count.rows, tombstones=count.tombstones)
+                for name, count in count_rows(session).items()
+            }
             state = session.exec(select(WorkOSSyncState)).all()
             failed = session.exec(
                 select(WorkOSEventRecord)
@@ -47,8 +49,9 @@ async def sync_status(recovery: Recovery, *, failures: int = 10) -> SyncStatus:
             ledger.update({str(status): int(count) for status, count in counts})
             return SyncStatus(
                 ledger=ledger,
-                users=int(users),
-                tombstones=int(tombstones),
+                users=kinds[USER.name].rows,
+                tombstones=kinds[USER.name].tombstones,
+                kinds=kinds,
                 cursors={row.key: row.value for row in state},
                 last_failures=[
                     FailedEvent(

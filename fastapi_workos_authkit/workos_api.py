@@ -1,4 +1,5 @@
-"""A small async client for the few WorkOS REST endpoints the package needs (users, events).
+"""A small async client for the few WorkOS REST endpoints the package needs (users,
+organizations, organization memberships, events).
 
 One shared connection pool, timeouts, and retries: ``429`` waits for ``Retry-After``; 5xx and
 network errors back off exponentially, capped. The API key travels only in the ``Authorization``
@@ -20,16 +21,24 @@ from urllib.parse import quote
 
 import anyio
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._clock import utcnow
-from .errors import AuthKitError
-from .events import MAX_EMAIL_LENGTH, MAX_USER_ID_LENGTH, User
+from .errors import AuthKitError, InvalidEventError
+from .events import (
+    MAX_EMAIL_LENGTH,
+    MAX_USER_ID_LENGTH,
+    Organization,
+    OrganizationMembership,
+    User,
+    check_snapshot,
+)
 from .untrusted_json import clean_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -178,14 +187,108 @@ class WorkOSClient:
         keepalive: Keepalive | None = None,
     ) -> Page[User]:
         """One page of ``GET /user_management/users``, oldest first by default."""
-        params: dict[str, str | int] = {"limit": limit, "order": order}
-        if after:
-            params["after"] = after
+        params = _list_params(after, limit, order)
         path = "/user_management/users"
         body = await self._json(path, params, keepalive)
         raw = _list_data(body, path)
         users = [_user(item, f"{path} (item {index})") for index, item in enumerate(raw)]
         return Page(data=users, after=_list_after(body, path), raw=raw)
+
+    async def list_organizations(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        order: str = "asc",
+        keepalive: Keepalive | None = None,
+    ) -> Page[Organization]:
+        """One page of ``GET /organizations``, oldest first by default.
+
+        Raises:
+            WorkOSAPIError: ``after`` is not a plausible id, WorkOS could not be asked, or an
+                item is not an organization the mirror can store.
+        """
+        path = "/organizations"
+        params = _list_params(after, limit, order)
+        body = await self._json(path, params, keepalive)
+        raw = _list_data(body, path)
+        items = [
+            _snapshot(Organization, "organization", item, f"{path} (item {index})")
+            for index, item in enumerate(raw)
+        ]
+        return Page(data=items, after=_list_after(body, path), raw=raw)
+
+    async def get_organization(self, organization_id: str) -> Organization | None:
+        """``GET /organizations/<id>``; ``None`` when WorkOS answers 404.
+
+        Raises:
+            WorkOSAPIError: the id is not plausible (no request is sent), WorkOS could not be
+                asked, or it answered with something that is not an organization.
+        """
+        path = f"/organizations/{_id_segment('organization', organization_id)}"
+        response = await self._request("GET", path, allow_404=True)
+        if response is None:
+            return None
+        return _snapshot(Organization, "organization", _decode(response, path), path)
+
+    async def list_organization_memberships(
+        self,
+        *,
+        organization_id: str | None = None,
+        user_id: str | None = None,
+        statuses: Sequence[str] = ("active", "inactive", "pending"),
+        after: str | None = None,
+        limit: int = 100,
+        order: str = "asc",
+        keepalive: Keepalive | None = None,
+    ) -> Page[OrganizationMembership]:
+        """One page of ``GET /user_management/organization_memberships``.
+
+        WorkOS requires ``organization_id`` or ``user_id`` (or both). ``statuses`` is sent
+        comma-joined and asks for every status by default: without it WorkOS lists only active
+        memberships, and a mirror needs the inactive and pending ones too.
+
+        Raises:
+            ValueError: neither ``organization_id`` nor ``user_id`` was given.
+            WorkOSAPIError: an id is not plausible (no request is sent), WorkOS could not be
+                asked, or an item is not a membership the mirror can store.
+        """
+        if organization_id is None and user_id is None:
+            raise ValueError(
+                "list_organization_memberships needs organization_id or user_id: WorkOS refuses "
+                "to list the memberships of every organization at once"
+            )
+        path = "/user_management/organization_memberships"
+        params = _list_params(after, limit, order)
+        if organization_id is not None:
+            params["organization_id"] = _id_param("organization", organization_id)
+        if user_id is not None:
+            params["user_id"] = _id_param("user", user_id)
+        if statuses:
+            params["statuses"] = ",".join(statuses)
+        body = await self._json(path, params, keepalive)
+        raw = _list_data(body, path)
+        items = [
+            _snapshot(OrganizationMembership, "membership", item, f"{path} (item {index})")
+            for index, item in enumerate(raw)
+        ]
+        return Page(data=items, after=_list_after(body, path), raw=raw)
+
+    async def get_organization_membership(
+        self, membership_id: str
+    ) -> OrganizationMembership | None:
+        """``GET /user_management/organization_memberships/<id>``; ``None`` on 404.
+
+        Raises:
+            WorkOSAPIError: the id is not plausible (no request is sent), WorkOS could not be
+                asked, or it answered with something that is not a membership.
+        """
+        segment = _id_segment("organization membership", membership_id)
+        path = f"/user_management/organization_memberships/{segment}"
+        response = await self._request("GET", path, allow_404=True)
+        if response is None:
+            return None
+        return _snapshot(OrganizationMembership, "membership", _decode(response, path), path)
 
     async def list_events(
         self,
@@ -363,6 +466,55 @@ def _user(item: object, where: str) -> User:
             f"WorkOS answered GET {where} with a user that cannot be stored: " + "; ".join(too_long)
         )
     return user
+
+
+def _id_param(kind: str, value: str) -> str:
+    """An id sent as a query parameter: held to the plausible-id rule like a path segment."""
+    _id_segment(kind, value)
+    return value
+
+
+def _list_params(after: str | None, limit: int, order: str) -> dict[str, str | int]:
+    # ``after`` is WorkOS's own opaque cursor (the last id of the page before), sent as an
+    # encoded query parameter: it is passed on as it came.
+    params: dict[str, str | int] = {"limit": limit, "order": order}
+    if after:
+        params["after"] = after
+    return params
+
+
+def _snapshot(model: type[M], what: str, item: object, where: str) -> M:
+    """An object of ``model`` from WorkOS, held to the rules of the same object in a webhook.
+
+    As for users (`_user`): lone surrogates replaced, anything unstorable (non-finite numbers,
+    nesting past the limit, values longer than their columns, fields the mirror needs missing)
+    a `WorkOSAPIError` that names the problem and never quotes the body.
+    """
+    cleaned, problems = clean_json(item)
+    if problems:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with {_a(what)} that cannot be stored: "
+            + "; ".join(sorted(problems))
+        )
+    try:
+        snapshot = model.model_validate(cleaned)
+    except ValidationError as exc:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with something that is not {_a(what)} object: "
+            f"{_problems(exc)}"
+        ) from None  # the ValidationError's text quotes the input
+    try:
+        check_snapshot(snapshot)
+    except InvalidEventError as exc:
+        # Its message names fields and limits, never values.
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with {_a(what)} that cannot be stored: {exc}"
+        ) from None
+    return snapshot
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _problems(exc: ValidationError) -> str:

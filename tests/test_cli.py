@@ -296,26 +296,25 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
 ) -> None:
     env = cli_env(server, database_url)
     user = fake.create_user()
-    organization = fake.add_event(
-        "organization.created", factories.organization("org_01CLI", name="Acme")
-    )
+    # role.* is no mirrored kind: it is pulled only once a handler asks for it.
+    role = fake.add_event("role.created", {"object": "role", "slug": "editor"})
     first = run_cli(app_dir, "--app", "cliapp:authkit", "sync-events", env=env)
     assert first.returncode == 0, first.stderr
 
-    # A new release handles organization.created: its events so far were never asked for.
+    # A new release handles role.created: its events so far were never asked for.
     (app_dir / "cliapp2.py").write_text(
         APP_MODULE
         + textwrap.dedent(
             """
-            @authkit.on("organization.created")
-            def on_organization(session: Session, event) -> None:
+            @authkit.on("role.created")
+            def on_role(session: Session, event) -> None:
                 session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=datetime.now(UTC)))
             """
         )
     )
     refused = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", env=env)
     assert refused.returncode == ExitCode.FAILURE
-    assert "new: organization.created" in refused.stderr
+    assert "new: role.created" in refused.stderr
     assert "--from" in refused.stderr
 
     bad = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", "--from", "soon", env=env)
@@ -330,8 +329,8 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
     assert (summary["processed"], summary["duplicates"]) == (1, 1)
     assert summary["failed_event_ids"] == []
     with Session(engine) as session:
-        assert session.get(WorkOSSyncState, f"org:{organization['id']}") is not None
-    assert organization["id"] == summary["cursor"]
+        assert session.get(WorkOSSyncState, f"org:{role['id']}") is not None
+    assert role["id"] == summary["cursor"]
 
     again = run_cli(app_dir, "--app", "cliapp2:authkit", "sync-events", "--reset-cursor", env=env)
     assert again.returncode == 0, again.stderr

@@ -90,7 +90,8 @@ async def test_an_authkit_without_the_apps_handlers_refuses_to_move_the_cursor(
     engine: Engine, fake: FakeWorkOS, sleeps: Sleeps
 ) -> None:
     create_tables(engine)
-    app_kit = make_kit(engine, fake, sleeps)
+    # A users-only app: session.* is pulled only because a handler asks for it.
+    app_kit = make_kit(engine, fake, sleeps, mirror=frozenset())
     sessions: list[str] = []
     app_kit.add_handler("session.created", lambda s, e: sessions.append(e.id))
     user = fake.create_user()
@@ -100,7 +101,8 @@ async def test_an_authkit_without_the_apps_handlers_refuses_to_move_the_cursor(
 
     login = fake.add_event("session.created", factories.session_created(user["id"])["data"])
     fake.update_user(user["id"], first_name="Later")
-    bare = make_kit(engine, fake, Sleeps())  # `fastapi-workos-authkit sync-events` without --app
+    # `fastapi-workos-authkit sync-events` without --app, on a users-only configuration
+    bare = make_kit(engine, fake, Sleeps(), mirror=frozenset())
     with pytest.raises(EventTypesChangedError, match=r"no longer asked for: session\.created"):
         await bare.sync_events()
     # Nothing moved: the session event is not stepped over, the update not taken without the
@@ -119,14 +121,15 @@ async def test_a_handler_added_later_catches_up_by_restarting_the_cursor(
     engine: Engine, fake: FakeWorkOS, sleeps: Sleeps
 ) -> None:
     create_tables(engine)
-    before = make_kit(engine, fake, sleeps)
+    # A users-only app: organization.* is pulled only once a handler asks for it.
+    before = make_kit(engine, fake, sleeps, mirror=frozenset())
     user = fake.create_user()
     early_org = fake.add_event("organization.created", factories.organization_created()["data"])
     fake.update_user(user["id"], first_name="Second")
     first = await before.sync_events()
     assert first.fetched == 2  # nobody asked for organizations yet
 
-    after = make_kit(engine, fake, sleeps)
+    after = make_kit(engine, fake, sleeps, mirror=frozenset())
     orgs: list[str] = []
     after.add_handler("organization.created", lambda s, e: orgs.append(e.id))
     with pytest.raises(EventTypesChangedError, match=r"new: organization\.created") as caught:
