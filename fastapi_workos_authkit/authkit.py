@@ -70,6 +70,13 @@ class AuthKit:
         engine: A SQLAlchemy engine to use; takes precedence over ``database_url``.
         database_url: Database URL (``AUTHKIT_DATABASE_URL``, default a SQLite file
             ``./workos_authkit.db``). ``postgresql://`` URLs use psycopg 3.
+        pool_size: Steady connections of the engine AuthKit builds from a PostgreSQL
+            ``database_url`` (``AUTHKIT_POOL_SIZE``, default 5); ignored with ``engine=``.
+        max_overflow: Burst connections above ``pool_size`` of that engine
+            (``AUTHKIT_MAX_OVERFLOW``, default 10); ignored with ``engine=``.
+        read_pool_size: Connections of the ``current_user`` read pool, used on PostgreSQL when
+            AuthKit builds the engine (``AUTHKIT_READ_POOL_SIZE``, default 5). A process opens
+            at most `max_connections_per_process` connections in all.
         additional_event_types: Event types to pull from the Events API besides ``user.*`` and
             the types that have handlers.
         log_level: Level for the ``fastapi_workos_authkit`` logger (name or number).
@@ -118,6 +125,9 @@ class AuthKit:
         api_base_url: str | None = None,
         engine: Engine | None = None,
         database_url: str | None = None,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        read_pool_size: int | None = None,
         additional_event_types: Iterable[str] = (),
         log_level: int | str | None = None,
         webhook_tolerance: float = 180.0,
@@ -151,6 +161,9 @@ class AuthKit:
             action_tolerance=action_tolerance,
             prefix=prefix,
             max_body_size=max_body_size,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            read_pool_size=read_pool_size,
         )
         if self.settings.log_level is not None:
             logger.setLevel(self.settings.log_level)
@@ -196,8 +209,30 @@ class AuthKit:
     def engine(self) -> Engine:
         """The SQLAlchemy engine, created on first use from ``database_url`` if none was given."""
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            url = self.settings.database_url
+            if _is_sqlite(url):
+                self._engine = make_engine(url)
+            else:
+                self._engine = make_engine(
+                    url,
+                    pool_size=self.settings.pool_size,
+                    max_overflow=self.settings.max_overflow,
+                )
         return self._engine
+
+    @property
+    def max_connections_per_process(self) -> int | None:
+        """The most PostgreSQL connections this process opens through AuthKit.
+
+        ``pool_size + max_overflow`` of the engine AuthKit built, plus ``read_pool_size`` when
+        ``current_user`` reads on its own pool (see the deployment guide's connection budget).
+        ``None`` when it is not AuthKit's to know: an ``engine=`` of the app's (its own
+        ``pool_size + max_overflow`` is the budget) or SQLite (no server connections).
+        """
+        if not self._owns_engine or _is_sqlite(self.settings.database_url):
+            return None
+        engine_pool = self.settings.pool_size + self.settings.max_overflow
+        return engine_pool + self.users.read_pool_size()
 
     @property
     def owns_engine(self) -> bool:
@@ -376,6 +411,7 @@ class AuthKit:
     async def startup(self) -> None:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
         await anyio.to_thread.run_sync(create_tables, self.engine)
+        await self.users.open()
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
             self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
@@ -396,3 +432,7 @@ class AuthKit:
         if self._token_verifier is not None:
             await self._token_verifier.aclose()
         await self.users.aclose()
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")

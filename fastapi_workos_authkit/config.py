@@ -17,6 +17,9 @@ from .errors import ConfigurationError
 DEFAULT_API_HOSTNAME = "api.workos.com"
 DEFAULT_API_BASE_URL = "https://api.workos.com"
 DEFAULT_DATABASE_URL = "sqlite:///./workos_authkit.db"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+DEFAULT_READ_POOL_SIZE = 5
 ONE_MIB = 1024 * 1024
 
 # Where each value lives in the WorkOS dashboard; the error for a missing value says so.
@@ -71,6 +74,9 @@ class Settings:
     action_tolerance: float = 30.0
     prefix: str = "/workos"
     max_body_size: int = ONE_MIB
+    pool_size: int = DEFAULT_POOL_SIZE
+    max_overflow: int = DEFAULT_MAX_OVERFLOW
+    read_pool_size: int = DEFAULT_READ_POOL_SIZE
 
     @classmethod
     def resolve(
@@ -89,6 +95,9 @@ class Settings:
         action_tolerance: float = 30.0,
         prefix: str = "/workos",
         max_body_size: int = ONE_MIB,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        read_pool_size: int | None = None,
     ) -> Settings:
         """Merge explicit options with the ``WORKOS_*`` / ``AUTHKIT_*`` environment variables."""
         hostname = api_hostname or _env("WORKOS_API_HOSTNAME") or DEFAULT_API_HOSTNAME
@@ -100,6 +109,17 @@ class Settings:
             raise ConfigurationError(
                 f"prefix must start with '/' and not end with '/' (got {prefix!r})."
             )
+        sizes = (
+            _count("pool_size", pool_size, "AUTHKIT_POOL_SIZE", DEFAULT_POOL_SIZE, 1),
+            _count("max_overflow", max_overflow, "AUTHKIT_MAX_OVERFLOW", DEFAULT_MAX_OVERFLOW, 0),
+            _count(
+                "read_pool_size",
+                read_pool_size,
+                "AUTHKIT_READ_POOL_SIZE",
+                DEFAULT_READ_POOL_SIZE,
+                1,
+            ),
+        )
         return cls(
             client_id=client_id or _env("WORKOS_CLIENT_ID"),
             api_key=api_key or _env("WORKOS_API_KEY"),
@@ -116,6 +136,9 @@ class Settings:
             action_tolerance=float(action_tolerance),
             prefix=prefix,
             max_body_size=max_body_size,
+            pool_size=sizes[0],
+            max_overflow=sizes[1],
+            read_pool_size=sizes[2],
         )
 
     def require_client_id(self, feature: str) -> str:
@@ -141,6 +164,24 @@ class Settings:
         if not value:
             raise _missing(variable, option, feature)
         return value
+
+
+def _count(option: str, value: int | None, variable: str, default: int, least: int) -> int:
+    """A connection count: the explicit option, else the environment variable, else the default."""
+    if value is None:
+        raw = _env(variable)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{variable} must be a whole number (got {raw!r}).") from None
+    if value < least:
+        raise ConfigurationError(
+            f"{option} must be at least {least} (got {value}); set it with AuthKit({option}=...) "
+            f"or {variable}."
+        )
+    return value
 
 
 def _level(level: int | str | None) -> int | None:
