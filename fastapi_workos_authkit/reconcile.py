@@ -832,4 +832,6 @@ async def sync_status(authkit: AuthKit, *, failures: int = 10) -> SyncStatus:
                 ],
             )
 
-    return await anyio.to_thread.run_sync(lambda: guarded(read))
+    status = await anyio.to_thread.run_sync(lambda: guarded(read))
+    status.max_connections_per_process = authkit.max_connections_per_process
+    return status
