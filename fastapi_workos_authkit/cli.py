@@ -314,11 +314,11 @@ def _summary(command: str, result: Any) -> list[str]:
     lines = [
         "ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(data["ledger"].items())),
         f"users: {data['users']:,}, tombstones: {data['tombstones']:,}",
-        "database connections per process: at most "
+        "database connections per process: "
         + (
-            str(data["max_connections_per_process"])
+            f"at most {data['max_connections_per_process']}"
             if data.get("max_connections_per_process") is not None
-            else "your engine's pool_size + max_overflow (n/a on SQLite)"
+            else "not counted (SQLite, or your engine's own pool_size + max_overflow)"
         ),
         "cursors:",
     ]

@@ -33,6 +33,7 @@ from .workos_api import WorkOSAPIError
 
 if TYPE_CHECKING:
     from ._read_pool import ReadPool
+    from ._read_thread import ReadThread
     from .authkit import AuthKit
 
 logger = logging.getLogger("fastapi_workos_authkit")
@@ -232,7 +233,9 @@ class UserStore:
       (opened on its first read, closed at shutdown); outside a lifespan the read runs as
       ``"thread"``.
     * ``"thread"``: ``engine.connect()`` in a worker thread, on the engine's own pool, exactly
-      as the engine is configured.
+      as the engine is configured. On SQLite, inside the lifespan, that thread is one reader
+      thread fed by a queue (`ReadThread`): a local read takes microseconds, and anyio's
+      thread pool costs several times that per request under load.
 
     A connection the server dropped (a restart) costs one retry, not an error: on the engine's
     pool SQLAlchemy invalidates the pool's older connections when it sees the disconnect; the
@@ -249,6 +252,7 @@ class UserStore:
         self._plan: tuple[Engine, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._read_pool: ReadPool | None = None
+        self._read_thread: ReadThread[WorkOSUser | None] | None = None
         self._open_lock = anyio.Lock()
         # The event loop of the lifespan that is running (None outside one): the read pool is
         # opened and closed on it, and only reads on it may use the pool.
@@ -314,16 +318,19 @@ class UserStore:
     async def _read_in_mode(self, user_id: str) -> WorkOSUser | None:
         """The row for ``user_id``, or ``None``, without blocking the event loop.
 
-        On the read pool inside the lifespan when the mode allows it, else on the engine's pool
-        in a worker thread. Raises `DatabaseUnavailableError`.
+        Inside the lifespan: on the read pool (``"async"``), or on SQLite in the reader thread;
+        otherwise, or outside the lifespan, in one of anyio's worker threads. Raises
+        `DatabaseUnavailableError`.
         """
-        if self.mode != "thread" and self._loop is not None:
-            pool = self._read_pool
-            if pool is None and self.resolved_mode() == "async":
-                pool = await self._open_read_pool()
-            if pool is not None and asyncio.get_running_loop() is self._loop:
-                plan = self._plan_for(self._authkit.engine)
-                return self._build(plan, await pool.fetch_one(plan.sql, {"user_id": user_id}))
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if self.resolved_mode() == "async":
+                pool = self._read_pool or await self._open_read_pool()
+                if pool is not None:
+                    plan = self._plan_for(self._authkit.engine)
+                    row = await pool.fetch_one(plan.sql, {"user_id": user_id})
+                    return self._build(plan, row)
+            elif self._read_thread is not None:
+                return await self._read_thread.run(user_id)
         return await anyio.to_thread.run_sync(self.read, user_id)
 
     async def _open_read_pool(self) -> ReadPool | None:
@@ -355,13 +362,23 @@ class UserStore:
         return user
 
     async def open(self) -> None:
-        """Mark the lifespan started on this event loop (the read pool opens on first use)."""
+        """Start serving reads on this event loop (the lifespan calls it).
+
+        On SQLite the reader thread starts; the PostgreSQL read pool opens on the first read.
+        """
         self._loop = asyncio.get_running_loop()
+        if self._read_thread is None and self._authkit.engine.dialect.name == "sqlite":
+            from ._read_thread import ReadThread
+
+            self._read_thread = ReadThread(self.read, name="authkit-sqlite-read")
 
     async def aclose(self) -> None:
-        """Close the read pool (the engine's pool is the engine owner's, left alone)."""
+        """Close the read pool and stop the reader thread (the engine's pool is left alone)."""
         pool, self._read_pool = self._read_pool, None
+        thread, self._read_thread = self._read_thread, None
         self._loop = None
+        if thread is not None:
+            thread.stop()
         if pool is not None:
             await pool.aclose()
         self._plan = None

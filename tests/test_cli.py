@@ -381,19 +381,19 @@ def test_the_fake_workos_serves_from_its_own_process() -> None:
 
 
 def test_status_reports_the_connection_budget_per_process(
-    monkeypatch: pytest.MonkeyPatch, backend: str, database_url: str
+    tmp_path: Path, backend: str, database_url: str
 ) -> None:
-    monkeypatch.delenv("AUTHKIT_APP", raising=False)
-    monkeypatch.setenv("AUTHKIT_DATABASE_URL", database_url)
-    monkeypatch.setenv("AUTHKIT_POOL_SIZE", "3")
-    monkeypatch.setenv("AUTHKIT_MAX_OVERFLOW", "2")
-    monkeypatch.setenv("AUTHKIT_READ_POOL_SIZE", "4")
-    out, err = io.StringIO(), io.StringIO()
-    assert main(["--json", "status"], stdout=out, stderr=err) == ExitCode.OK, err.getvalue()
-    report = json.loads(out.getvalue())
+    env = {
+        "AUTHKIT_DATABASE_URL": database_url,
+        "AUTHKIT_POOL_SIZE": "3",
+        "AUTHKIT_MAX_OVERFLOW": "2",
+        "AUTHKIT_READ_POOL_SIZE": "4",
+    }
+    result = run_cli(tmp_path, "--json", "status", env=env)
+    assert result.returncode == 0, result.stderr
     # PostgreSQL: pool_size + max_overflow + read_pool_size; SQLite opens no server connections.
-    assert report["max_connections_per_process"] == (9 if backend == "postgresql" else None)
-    out = io.StringIO()
-    assert main(["status"], stdout=out, stderr=err) == ExitCode.OK
-    expected = "at most 9" if backend == "postgresql" else "n/a on SQLite"
-    assert f"database connections per process: {expected}" in out.getvalue()
+    expected = 9 if backend == "postgresql" else None
+    assert json.loads(result.stdout)["max_connections_per_process"] == expected
+    text = run_cli(tmp_path, "status", env=env)
+    line = "at most 9" if backend == "postgresql" else "not counted (SQLite"
+    assert f"database connections per process: {line}" in text.stdout
