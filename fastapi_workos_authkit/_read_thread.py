@@ -32,10 +32,18 @@ class ReadThread(Generic[T]):
     Args:
         read: The blocking read.
         name: The thread's name (shows in debuggers and thread dumps).
+        on_stop: Called in the thread when it ends (to release what ``read`` holds there).
     """
 
-    def __init__(self, read: Callable[[Any], T], *, name: str) -> None:
+    def __init__(
+        self,
+        read: Callable[[Any], T],
+        *,
+        name: str,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self._read = read
+        self._on_stop = on_stop
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -77,6 +85,8 @@ class ReadThread(Generic[T]):
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     batch[0][0].call_soon_threadsafe(_deliver, results)
             if stopping:
+                if self._on_stop is not None:
+                    self._on_stop()
                 return
 
 

@@ -10,6 +10,7 @@ and never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security.base import SecurityBase
 from sqlalchemy import Connection, Engine, bindparam, inspect, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 
 from .database import unavailable_as_error
@@ -235,7 +236,9 @@ class UserStore:
     * ``"thread"``: ``engine.connect()`` in a worker thread, on the engine's own pool, exactly
       as the engine is configured. On SQLite, inside the lifespan, that thread is one reader
       thread fed by a queue (`ReadThread`): a local read takes microseconds, and anyio's
-      thread pool costs several times that per request under load.
+      thread pool costs several times that per request under load. With AuthKit's own SQLite
+      engine that thread keeps one connection checked out and runs the compiled statement on
+      its DB-API cursor.
 
     A connection the server dropped (a restart) costs one retry, not an error: on the engine's
     pool SQLAlchemy invalidates the pool's older connections when it sees the disconnect; the
@@ -253,6 +256,7 @@ class UserStore:
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._read_pool: ReadPool | None = None
         self._read_thread: ReadThread[WorkOSUser | None] | None = None
+        self._held: Connection | None = None  # the SQLite reader thread's own connection
         self._open_lock = anyio.Lock()
         # The event loop of the lifespan that is running (None outside one): the read pool is
         # opened and closed on it, and only reads on it may use the pool.
@@ -370,7 +374,47 @@ class UserStore:
         if self._read_thread is None and self._authkit.engine.dialect.name == "sqlite":
             from ._read_thread import ReadThread
 
-            self._read_thread = ReadThread(self.read, name="authkit-sqlite-read")
+            if self._authkit.owns_engine:
+                self._read_thread = ReadThread(
+                    self._read_held, name="authkit-sqlite-read", on_stop=self._release_held
+                )
+            else:
+                # An app's engine: each read checks a connection out and back, as usual.
+                self._read_thread = ReadThread(self.read, name="authkit-sqlite-read")
+
+    def _read_held(self, user_id: str) -> WorkOSUser | None:
+        """`read` on one connection the reader thread keeps checked out of AuthKit's own
+        SQLite engine (only that thread uses it; it goes back to the pool when the thread
+        stops). Skipping the checkout and the result wrapping per read makes the hop to the
+        thread cost no more than the read did on the event loop."""
+        engine = self._authkit.engine
+        plan = self._plan_for(engine)
+        if self._held is None:
+            with unavailable_as_error():
+                self._held = engine.connect()
+        driver_connection = self._held.connection  # the DB-API connection (public API)
+        try:
+            cursor = driver_connection.cursor()
+            try:
+                cursor.execute(plan.sql, (user_id,))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            # Ends the read transaction sqlite3 may have begun (it does with autocommit=False),
+            # so the next read sees every commit made since.
+            driver_connection.rollback()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            self._release_held()  # the next read starts on a fresh connection
+            if isinstance(exc, engine.dialect.loaded_dbapi.OperationalError):
+                raise DatabaseUnavailableError(f"The database is unavailable: {exc}") from exc
+            raise
+        return self._build(plan, row)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                held.close()
 
     async def aclose(self) -> None:
         """Close the read pool and stop the reader thread (the engine's pool is left alone)."""

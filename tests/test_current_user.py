@@ -733,6 +733,69 @@ async def test_reads_leave_the_apps_pool_transactional(
         assert again.first_name == "Marcelina"
 
 
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("mode", ["auto", "async", "thread"])
+async def test_a_read_waiting_on_the_database_never_blocks_the_event_loop(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, engine: Engine, mode: str
+) -> None:
+    import threading
+
+    from sqlalchemy import text
+
+    seed_user(authkit, "user_01BL")
+    authkit.users.mode = mode  # type: ignore[assignment]
+    headers = bearer(tokens.mint("user_01BL"))
+    assert (await client.get("/me", headers=headers)).is_success  # the read pool is warm
+    locker = engine.connect()
+    locker.execute(text("LOCK TABLE workos_users IN ACCESS EXCLUSIVE MODE"))
+    # Released from another thread after a while, so that a read blocking the loop would make
+    # this test fail (the /claims answers come after the read), not hang.
+    release = threading.Timer(10, locker.rollback)
+    release.start()
+    try:
+        slow = asyncio.create_task(client.get("/me", headers=headers))
+        for _ in range(3):  # the read waits on the lock; the loop keeps serving meanwhile
+            assert (await client.get("/claims", headers=headers)).is_success
+        assert not slow.done()
+    finally:
+        release.cancel()
+        locker.rollback()
+        locker.close()
+    response = await slow
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.anyio
+async def test_an_engine_authkit_built_reads_every_commit(
+    jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, database_url: str
+) -> None:
+    # AuthKit's own engine: the read pool (PostgreSQL) or the reader thread's kept connection
+    # (SQLite). Each read must see what was committed since the previous one.
+    authkit = make_authkit(None, jwks, clock, database_url=database_url)  # type: ignore[arg-type]
+    app = make_app(authkit)
+    headers = bearer(tokens.mint("user_01FR"))
+    try:
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01FR", email="before@example.com")
+            for email in ("before@example.com", "after@example.com", "again@example.com"):
+                with Session(authkit.engine) as session:
+                    row = session.get(WorkOSUser, "user_01FR")
+                    assert row is not None
+                    row.email = email
+                    session.add(row)
+                    session.commit()
+                response = await c.get("/me", headers=headers)
+                assert response.json() == {"id": "user_01FR", "email": email}
+            missing = await c.get("/me", headers=bearer(tokens.mint("user_01NONE")))
+            assert missing.status_code == 401
+    finally:
+        authkit.engine.dispose()
+
+
 def test_auto_mode_is_async_only_on_a_postgresql_engine_authkit_built(
     backend: str, database_url: str, engine: Engine
 ) -> None:
