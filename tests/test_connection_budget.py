@@ -208,8 +208,12 @@ class _Worker:
             "BUDGET_DATABASE_URL": database_url,
             "PYTHONPATH": os.pathsep.join([str(app_dir), str(ROOT)]),
         }
-        for name in ("AUTHKIT_POOL_SIZE", "AUTHKIT_MAX_OVERFLOW", "AUTHKIT_READ_POOL_SIZE"):
-            env.pop(name, None)  # the documented defaults
+        # The default total (20), with no overflow: an overflow connection that SQLAlchemy
+        # closes on return keeps its server slot a moment longer than the client holds it, so
+        # at a budget with no headroom the churn alone could be refused (see the guide).
+        env["AUTHKIT_POOL_SIZE"] = str(DEFAULT_POOL_SIZE + DEFAULT_MAX_OVERFLOW)
+        env["AUTHKIT_MAX_OVERFLOW"] = "0"
+        env.pop("AUTHKIT_READ_POOL_SIZE", None)
         command = [sys.executable, "-m", "uvicorn", "budget_app:app", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         self.process = subprocess.Popen(  # noqa: S603 - uvicorn, arguments from the test
@@ -318,3 +322,31 @@ async def test_one_worker_stays_within_the_documented_budget(
     # The load really pressed on the budget: the engine's pool overflowed (against the code
     # before the budget was honest, this load got 503s: its reads held a pool of their own).
     assert max(peaks) > DEFAULT_POOL_SIZE, (max(peaks), peaks)
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+async def test_an_exhausted_read_pool_is_a_clear_error_not_a_silent_503(
+    engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from fastapi_workos_authkit._read_pool import ReadPool
+    from fastapi_workos_authkit.errors import DatabaseUnavailableError
+
+    pool = ReadPool(engine, size=1, timeout=0.2)
+    await pool.open()
+    try:
+        busy = asyncio.create_task(pool.fetch_one("SELECT pg_sleep(1)", {}))
+        await asyncio.sleep(0)  # let it take the one connection
+        with (
+            caplog.at_level(logging.ERROR, logger="fastapi_workos_authkit"),
+            pytest.raises(DatabaseUnavailableError, match="read pool is exhausted"),
+        ):
+            await pool.fetch_one("SELECT 1", {})
+        assert "all read_pool_size=1 connections stayed busy for 0.2 s" in caplog.text
+        assert "Raise read_pool_size" in caplog.text
+        await busy
+        assert await pool.fetch_one("SELECT 1", {}) == (1,)  # and it recovers
+    finally:
+        await pool.aclose()
