@@ -8,6 +8,9 @@ environment variables so every worker builds the same app:
   that often. The harness rewrites the file to switch failures on and off for all workers at once.
 * ``BENCH_JWKS_URL``: base URL of the harness's local JWKS server (the token scenarios).
 * ``BENCH_TOKEN_CACHE_SIZE``: the verified-token cache size per worker (10,000 by default).
+* ``BENCH_JWKS_REFETCH_COOLDOWN``: seconds between two JWKS fetches per worker (30 by default).
+  The fuzzer serves several broken JWKS documents in turn and must make every worker fetch each
+  one within seconds, so ``bench/run.py`` sets 1 s; the throttle itself stays in force.
 
 Every handler call is written to ``bench_handler_calls`` in the sync's own transaction, so the
 harness can check afterwards that each handler ran exactly once per effective change. That table
@@ -41,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Session
 
-from fastapi_workos_authkit import AuthKit, Event, SignatureError, WorkOSUser
+from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, SignatureError, WorkOSUser
 from fastapi_workos_authkit.actions import (
     ActionResponse,
     ActionVerdict,
@@ -125,6 +128,7 @@ authkit = AuthKit(
     api_base_url=os.environ.get("BENCH_JWKS_URL", "http://127.0.0.1:9"),
     database_url=os.environ.get("BENCH_DATABASE_URL", "sqlite:///./bench.db"),
     token_cache_size=int(os.environ.get("BENCH_TOKEN_CACHE_SIZE", "10000")),
+    jwks_refetch_cooldown=float(os.environ.get("BENCH_JWKS_REFETCH_COOLDOWN", "30")),
 )
 
 
@@ -225,6 +229,16 @@ async def pid() -> dict[str, int]:
 async def me(user: Annotated[WorkOSUser, Depends(authkit.current_user)]) -> dict[str, str]:
     """The package's ``current_user``: verified token (cached), then one primary-key read."""
     return {"id": user.id, "email": user.email}
+
+
+@app.get("/bench/claims")
+async def claims(token: Annotated[AccessTokenClaims, Depends(authkit.claims)]) -> dict[str, str]:
+    """``authkit.claims`` alone: 200 means the token verified (the fuzzer's verdict endpoint).
+
+    ``/bench/me`` answers 401 for a valid token of a user never synced, which would hide a token
+    that verifies when it must not; this endpoint does not look the user up.
+    """
+    return {"sub": token.sub}
 
 
 # The hand-written alternative an app would write without the package: PyJWT's JWKS client,

@@ -64,6 +64,10 @@ SIZES = {
     },
 }
 
+# The workers' JWKS refetch cooldown: short enough for the fuzzer's broken-JWKS phase to make
+# every worker fetch each document within a second or two, still a throttle.
+JWKS_REFETCH_COOLDOWN = 1.0
+
 NAMES = {
     1: "webhook storm",
     2: "faults during the storm",
@@ -126,6 +130,7 @@ class Run:
                 "BENCH_FAILURE_FILE": str(self.failure_file),
                 "BENCH_JWKS_URL": self.jwks.base_url,
                 "BENCH_TOKEN_CACHE_SIZE": str(self.size["token_cache_size"]),
+                "BENCH_JWKS_REFETCH_COOLDOWN": str(JWKS_REFETCH_COOLDOWN),
             },
             log_path=self.workdir / "uvicorn.log",
         )
@@ -185,6 +190,9 @@ async def scenario_5(run: Run) -> dict[str, Any]:
         tokens=run.jwks.tokens,
         webhook_secret=WEBHOOK_SECRET,
         action_secret=ACTION_SECRET,
+        jwks=run.jwks,
+        jwks_cooldown=JWKS_REFETCH_COOLDOWN,
+        server_log=run.workdir / "uvicorn.log",
     )
 
 

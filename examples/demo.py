@@ -9,6 +9,11 @@ Part 2 walks the example app (``examples/app``) through a user's whole life: a r
 denied, another allowed, the user synced, an access token minted, ``/me`` and the todo lists
 called, a sign-in recorded, the user deleted, and the same token refused.
 
+Part 3 shows organizations in the example app: a membership that arrives before its
+organization (stored all the same: the mirrored tables have no foreign keys), ``GET
+/org/members`` answered for an active admin, and refused with the same token once the admin is
+demoted, because the mirrored membership, not the token's ``role`` claim, is the newest state.
+
 Run it with ``python -m examples.demo`` from the repository root (``bash scripts/demo`` does).
 """
 
@@ -36,6 +41,8 @@ from fastapi_workos_authkit import (
     Event,
     User,
     WorkOSEventRecord,
+    WorkOSOrganization,
+    WorkOSOrganizationMembership,
     WorkOSUser,
     WorkOSUserTombstone,
 )
@@ -262,11 +269,105 @@ async def run_example_app_story(database_url: str, out: Printer = print) -> Stor
     return story
 
 
-async def run(directory: Path, out: Printer = print) -> tuple[SyncDemoResult, StoryResult]:
+async def run_organizations_story(database_url: str, out: Printer = print) -> StoryResult:
+    """Part 3: a membership before its organization, and ``/org/members`` for admins only."""
+    engine = make_engine(database_url)
+    tokens = TokenFactory(DEMO_CLIENT_ID)
+    authkit = create_authkit(
+        client_id=DEMO_CLIENT_ID,
+        webhook_secret=DEMO_WEBHOOK_SECRET,
+        action_secret=DEMO_ACTION_SECRET,
+        api_base_url=DEMO_API,
+        engine=engine,
+        http_transport=FakeJWKS(tokens, api_base_url=DEMO_API).transport(),
+    )
+    app = create_app(authkit)
+    story = StoryResult()
+    ada, grace, acme = "user_01ADALOVELACE", "user_01GRACEHOPPER", "org_01ACME"
+
+    def show(step: str, response: httpx.Response, detail: str) -> None:
+        story.steps.append((step, response.status_code, detail))
+        out(f"  {step:<44} {response.status_code}  {detail}")
+
+    def tables() -> None:
+        with Session(engine) as session:
+            organizations = session.exec(select(WorkOSOrganization)).all()
+            memberships = session.exec(select(WorkOSOrganizationMembership)).all()
+        names = ", ".join(str(o.name) for o in organizations) or "(none)"
+        rows = ", ".join(f"{m.user_id}:{m.role}:{m.status}" for m in memberships) or "(none)"
+        out(f"{'':<4}workos_organizations: {names}; workos_organization_memberships: {rows}")
+
+    out("\nPart 3: organizations and memberships in the example app")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://demo") as http,
+    ):
+
+        async def webhook(step: str, payload: dict[str, Any]) -> None:
+            body, headers = signed_delivery(payload, DEMO_WEBHOOK_SECRET)
+            response = await http.post("/workos/webhook", content=body, headers=headers)
+            show(step, response, response.json().get("status", response.text))
+
+        await webhook(
+            "webhook user.created (Ada)",
+            factories.user_created(ada, email="ada@acme.test", first_name="Ada", last_name="L"),
+        )
+        await webhook(
+            "webhook organization_membership.created",
+            factories.organization_membership_created(
+                ada, acme, membership_id="om_01ADA", role="admin", created_at=factories.at(10)
+            ),
+        )
+        out(f"{'':<4}the membership arrived before its organization and was stored all the same:")
+        out(f"{'':<4}the mirrored tables have no foreign keys, webhooks come in any order")
+        tables()
+        await webhook(
+            "webhook organization.created (late)",
+            factories.organization_created(
+                "Acme", organization_id=acme, created_at=factories.at(0)
+            ),
+        )
+        await webhook(
+            "webhook organization_membership.created",
+            factories.organization_membership_created(
+                grace, acme, membership_id="om_01GRACE", created_at=factories.at(20)
+            ),
+        )
+        out(f"{'':<4}Grace's membership is stored too, before Grace herself is synced")
+        tables()
+
+        # The token says role "admin": it is what WorkOS signed at sign-in.
+        token = tokens.mint(ada, org_id=acme, role="admin")
+        out(f"{'':<4}minted a token for {ada} with org_id={acme} and role=admin")
+        auth = {"Authorization": f"Bearer {token}"}
+        members = await http.get("/org/members", headers=auth)
+        listed = ", ".join(
+            f"{m['user_id']} ({m['email'] or 'not synced yet'})" for m in members.json()
+        )
+        show("GET /org/members (active admin)", members, listed)
+
+        await webhook(
+            "webhook organization_membership.updated",
+            factories.organization_membership_updated(
+                "om_01ADA", ada, acme, role="member", updated_at=factories.at(30)
+            ),
+        )
+        out(f"{'':<4}Ada was demoted to member; her token still says role=admin")
+        refused = await http.get("/org/members", headers=auth)
+        show("GET /org/members with the same token", refused, refused.json().get("detail", ""))
+        out(f"{'':<4}the mirrored membership is the newest state, so the app trusts it")
+    engine.dispose()
+    return story
+
+
+async def run(
+    directory: Path, out: Printer = print
+) -> tuple[SyncDemoResult, StoryResult, StoryResult]:
     """Run every part of the demo with its databases in ``directory``."""
     sync = await run_sync_demo(f"sqlite:///{directory / 'demo_sync.db'}", out)
     story = await run_example_app_story(f"sqlite:///{directory / 'demo_app.db'}", out)
-    return sync, story
+    organizations = await run_organizations_story(f"sqlite:///{directory / 'demo_orgs.db'}", out)
+    return sync, story, organizations
 
 
 def main() -> None:

@@ -2,14 +2,17 @@
 
 from .actions import (
     ActionResponse,
+    ActionSession,
     ActionVerdict,
     AuthenticationAction,
     Invitation,
+    SessionOnLoopError,
     SignedActionResponse,
     UserData,
     UserRegistrationAction,
 )
 from .authkit import AuthKit
+from .config import AuthKitSettings
 from .errors import (
     AuthKitError,
     ConfigurationError,
@@ -28,17 +31,30 @@ from .events import (
     parse_event,
 )
 from .lease import LeaseLostError
+from .mirror import Effect
 from .providers import AuthProvider, auth_config_providers, custom_domain_providers
-from .tables import WorkOSEventRecord, WorkOSLease, WorkOSSyncState, WorkOSUser, WorkOSUserTombstone
+from .tables import (
+    SessionStatus,
+    WorkOSEventRecord,
+    WorkOSLease,
+    WorkOSOrganization,
+    WorkOSOrganizationMembership,
+    WorkOSSession,
+    WorkOSSyncState,
+    WorkOSTombstone,
+    WorkOSUser,
+    WorkOSUserTombstone,
+)
 from .tokens import AccessTokenClaims, InvalidTokenError
-from .user_table import Effect
 
 __all__ = [
     "AccessTokenClaims",
     "ActionResponse",
+    "ActionSession",
     "ActionVerdict",
     "AuthKit",
     "AuthKitError",
+    "AuthKitSettings",
     "AuthProvider",
     "AuthSession",
     "AuthenticationAction",
@@ -54,6 +70,8 @@ __all__ = [
     "LeaseLostError",
     "Organization",
     "OrganizationMembership",
+    "SessionOnLoopError",
+    "SessionStatus",
     "SignatureError",
     "SignedActionResponse",
     "User",
@@ -61,7 +79,11 @@ __all__ = [
     "UserRegistrationAction",
     "WorkOSEventRecord",
     "WorkOSLease",
+    "WorkOSOrganization",
+    "WorkOSOrganizationMembership",
+    "WorkOSSession",
     "WorkOSSyncState",
+    "WorkOSTombstone",
     "WorkOSUser",
     "WorkOSUserTombstone",
     "auth_config_providers",

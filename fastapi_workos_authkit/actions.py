@@ -1,4 +1,4 @@
-"""WorkOS Actions (SPEC §3): typed requests, allow/deny verdicts, the signed reply and the route.
+"""WorkOS Actions: typed requests, allow/deny verdicts, the signed reply and the route.
 
 WorkOS calls the Actions endpoint synchronously during a sign-up or a sign-in and waits for a
 signed verdict. Anything other than a verified 200 makes WorkOS apply the endpoint's configured
@@ -8,6 +8,7 @@ verdict on the app's behalf.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -16,7 +17,17 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    TypeAlias,
+    TypeVar,
+    get_args,
+)
 
 import anyio
 import anyio.to_thread
@@ -24,8 +35,9 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlmodel import Session
 
+from .config import Clock, UnhandledActionPolicy
 from .database import is_unavailable
-from .errors import ConfigurationError, InvalidEventError
+from .errors import AuthKitError, ConfigurationError, InvalidEventError
 from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
 from .signatures import compute_signature
 from .signed_requests import (
@@ -38,18 +50,12 @@ from .signed_requests import (
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from .authkit import AuthKit
-
 logger = logging.getLogger("fastapi_workos_authkit")
 
 ActionType = Literal["authentication", "user_registration"]
 """The action types an app can handle: ``@authkit.action("user_registration")``."""
 
 ACTION_TYPES: tuple[str, ...] = get_args(ActionType)
-
-UnhandledActionPolicy = Literal["deny", "allow"]
-"""What to answer for an action type that has no handler."""
-
 
 # --- Request models -------------------------------------------------------------------------
 
@@ -213,7 +219,7 @@ def compact_json(value: Any) -> str:
 
 
 def sign_action_response(verdict: ActionVerdict, secret: str, *, timestamp_ms: int) -> bytes:
-    """Return the body of the signed reply to WorkOS for ``verdict`` (SPEC §3).
+    """Return the body of the signed reply to WorkOS for ``verdict`` (HTTP 200, JSON).
 
     The signature covers ``f"{timestamp}.{compact_json(payload)}"``, and the body carries the
     payload serialised the same way, so a verifier can recompute it from the bytes sent.
@@ -250,6 +256,80 @@ class SignedActionResponse(BaseModel):
 ActionHandler = Callable[[Session, Any, ActionResponse], Any]
 """``(session, action, response) -> ActionVerdict``, sync or async."""
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SessionOnLoopError(AuthKitError, RuntimeError):
+    """An async Action handler used its session for database I/O on the event loop.
+
+    A query there would stall every other request of the app until the database answered. Run
+    the database work in a worker thread with ``await session.run_sync(function, ...)``, or
+    write the handler as a plain ``def`` (sync handlers run in a worker thread).
+    """
+
+
+class ActionSession(Session):
+    """The session an ``async`` Action handler receives: a SQLModel `Session` for the loop.
+
+    Its database work runs in a worker thread: ``await session.run_sync(function, *args)`` calls
+    ``function(session, *args)`` there and returns its result, like SQLAlchemy's
+    ``AsyncSession.run_sync``. ``session.add(row)`` needs no database and works directly; the
+    commit after the verdict happens in a worker thread too. Anything that would reach the
+    database from the event loop itself (a query, a flush, a lazy load, a commit) raises
+    `SessionOnLoopError` instead of blocking the loop.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        # Created on the loop by the Actions route: this is the thread that must never wait.
+        self._loop_thread = threading.get_ident()
+        self._lock: anyio.Lock | None = None
+
+    async def run_sync(
+        self, function: Callable[Concatenate[Session, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run ``function(session, *args, **kwargs)`` in a worker thread and return its result.
+
+        Calls are taken one at a time: a session is not safe for concurrent use. A call that is
+        running when the handler's budget ends is waited for (its thread cannot be stopped, and
+        the session must not be closed under it), then the handler is cancelled as usual.
+        """
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            return await anyio.to_thread.run_sync(
+                functools.partial(function, self, *args, **kwargs)
+            )
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Any:
+        # Every statement, flush and lazy load asks for its bind before taking a connection,
+        # so refusing here stops the I/O before a pool checkout could block the loop.
+        self._refuse_on_loop("query or flush")
+        return super().get_bind(*args, **kwargs)
+
+    def commit(self) -> None:
+        self._refuse_on_loop("commit")
+        super().commit()
+
+    def rollback(self) -> None:
+        self._refuse_on_loop("roll back")
+        super().rollback()
+
+    def close(self) -> None:
+        if self.in_transaction():
+            self._refuse_on_loop("close")  # closing an open transaction rolls it back
+        super().close()
+
+    def _refuse_on_loop(self, what: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            raise SessionOnLoopError(
+                f"An async Action handler tried to {what} on the event loop, which would block "
+                "every other request until the database answers. Use "
+                "`await session.run_sync(function, ...)` to run database work in a worker "
+                "thread, or make the handler a plain `def`."
+            )
+
 
 class ActionRegistry:
     """At most one handler per action type: two verdicts for one request cannot be combined."""
@@ -275,14 +355,6 @@ class ActionRegistry:
 
     def __bool__(self) -> bool:
         return bool(self._handlers)
-
-
-def check_action_options(budget: float, unhandled: str) -> None:
-    """Refuse nonsensical ``action_timeout`` / ``unhandled_action`` values at construction."""
-    if not budget > 0:
-        raise ConfigurationError("action_timeout must be a positive number of seconds.")
-    if unhandled not in get_args(UnhandledActionPolicy):
-        raise ConfigurationError(f"unhandled_action must be 'deny' or 'allow' (got {unhandled!r}).")
 
 
 class _HandlerFailed(Exception):
@@ -381,14 +453,17 @@ def _is_async(handler: ActionHandler) -> bool:
 
 
 def _log_failure(action: Action, exc: BaseException) -> None:
-    # The exception message and locals may hold the email: log the type and the stack only.
+    # The exception message and locals may hold the email: log the type and the stack only,
+    # except for our own refusal, whose message holds no data and says how to fix the handler.
     stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
     logger.error(
         "action %s (%s): the handler failed with %s; its writes are rolled back and the "
         "request is refused, so WorkOS applies its fallback. Stack:\n%s",
         action.id,
         action.action_type,
-        type(exc).__name__,
+        f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, SessionOnLoopError)
+        else type(exc).__name__,
         stack,
     )
 
@@ -419,11 +494,14 @@ async def _run_async(
     response: ActionResponse,
     budget: float,
 ) -> ActionVerdict:
-    session = Session(engine)
+    # The handler runs on the loop; its database work goes through `ActionSession.run_sync`
+    # in a worker thread, and the session refuses I/O on the loop itself.
+    session = ActionSession(engine)
     try:
         with anyio.move_on_after(budget) as scope:
             result = await handler(session, action, response)
-        # A handler that blocks the loop cannot be interrupted; it still must not beat the budget.
+        # A handler that blocks the loop (or whose run_sync call outlived the budget) cannot be
+        # interrupted; it still must not beat the budget.
         if scope.cancelled_caught or anyio.current_time() >= scope.deadline:
             _log_timeout(action, budget)
             raise _TimedOut
@@ -553,9 +631,32 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
-    """Mount ``POST /action`` on ``router`` for ``authkit``; the action secret must be set."""
-    secret = authkit.settings.require_action_secret()
+def add_action_route(
+    router: APIRouter,
+    *,
+    secret: str,
+    tolerance: float,
+    max_body_size: int,
+    clock: Clock,
+    engine: Callable[[], Engine],
+    handlers: ActionRegistry,
+    slots: SyncHandlerSlots,
+    timeout: float,
+    unhandled: UnhandledActionPolicy,
+) -> None:
+    """Mount ``POST /action`` on ``router``.
+
+    Args:
+        secret: The Actions signing secret: verifies requests and signs the replies.
+        tolerance: Accepted clock skew of a request's signature, in seconds.
+        max_body_size: Largest accepted body, in bytes.
+        clock: Returns Unix seconds (signature checks and reply timestamps).
+        engine: Returns the engine the handlers' sessions use (it may be created lazily).
+        handlers: The registered Action handlers, looked up per request.
+        slots: Bounds the sync handler threads, abandoned ones included.
+        timeout: Time budget of a handler, in seconds.
+        unhandled: The verdict for an action type without a handler.
+    """
 
     @router.post(
         "/action",
@@ -580,15 +681,15 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         payload = await read_signed_json(
             request,
             secret=secret,
-            tolerance=authkit.settings.action_tolerance,
-            max_body_size=authkit.settings.max_body_size,
-            clock=authkit.clock,
+            tolerance=tolerance,
+            max_body_size=max_body_size,
+            clock=clock,
             route="action",
         )
         unknown = _unknown_action_type(payload)
         if unknown is not None:
             # A type WorkOS added after this release: no model, so no handler; apply the policy.
-            return _unhandled(authkit, secret, payload, unknown, started)
+            return _unhandled(clock, secret, unhandled, payload, unknown, started)
         try:
             action = parse_action(payload)
         except InvalidEventError as exc:
@@ -596,13 +697,11 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
             logger.warning("action refused: %s", exc)
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
-        handler = authkit.action_handlers.get(action.action_type)
+        handler = handlers.get(action.action_type)
         if handler is None:
-            return _unhandled(authkit, secret, payload, action.action_type, started)
+            return _unhandled(clock, secret, unhandled, payload, action.action_type, started)
         try:
-            verdict = await run_handler(
-                handler, authkit.engine, action, authkit.action_timeout, authkit.sync_action_slots
-            )
+            verdict = await run_handler(handler, engine(), action, timeout, slots)
         except _Saturated:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -626,7 +725,7 @@ def add_action_route(router: APIRouter, authkit: AuthKit) -> None:
         if verdict.action_type != action.action_type:
             # A verdict built for the other action type would be signed under the wrong object.
             verdict = ActionVerdict(action.action_type, verdict.verdict, verdict.error_message)
-        return _answer(authkit, secret, action.id, verdict, started)
+        return _answer(clock, secret, action.id, verdict, started)
 
 
 def _unknown_action_type(payload: Any) -> str | None:
@@ -642,10 +741,14 @@ def _unknown_action_type(payload: Any) -> str | None:
 
 
 def _unhandled(
-    authkit: AuthKit, secret: str, payload: dict[str, Any], action_type: str, started: float
+    clock: Clock,
+    secret: str,
+    policy: UnhandledActionPolicy,
+    payload: dict[str, Any],
+    action_type: str,
+    started: float,
 ) -> Response:
     action_id = payload.get("id") if isinstance(payload.get("id"), str) else "<no id>"
-    policy = authkit.unhandled_action
     logger.warning(
         "action %s (%s): no handler is registered for this action type; answering %s "
         "(unhandled_action=%r)",
@@ -655,13 +758,13 @@ def _unhandled(
         policy,
     )
     verdict = ActionVerdict(action_type, "Allow" if policy == "allow" else "Deny")
-    return _answer(authkit, secret, str(action_id), verdict, started)
+    return _answer(clock, secret, str(action_id), verdict, started)
 
 
 def _answer(
-    authkit: AuthKit, secret: str, action_id: str, verdict: ActionVerdict, started: float
+    clock: Clock, secret: str, action_id: str, verdict: ActionVerdict, started: float
 ) -> Response:
-    timestamp_ms = int(authkit.clock() * 1000)
+    timestamp_ms = int(clock() * 1000)
     body = sign_action_response(verdict, secret, timestamp_ms=timestamp_ms)
     logger.info(
         "action %s (%s): %s in %.1f ms",

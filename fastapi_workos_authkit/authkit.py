@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -14,20 +13,19 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from . import reconcile
 from .actions import (
-    MAX_SYNC_ACTION_HANDLERS,
     ActionHandler,
     ActionRegistry,
     ActionType,
     SyncHandlerSlots,
-    UnhandledActionPolicy,
     add_action_route,
-    check_action_options,
 )
-from .config import ONE_MIB, Clock, Settings
-from .database import create_tables, make_engine
+from .backfill import backfill_users
+from .config import AuthKitSettings, Clock
+from .database import create_tables as create_package_tables
+from .database import make_engine
 from .dependencies import (
+    BearerAuth,
     ClaimsDependency,
     CurrentUserDependency,
     OptionalUserDependency,
@@ -36,16 +34,26 @@ from .dependencies import (
     RequireRoles,
     UserStore,
 )
-from .errors import ConfigurationError
+from .events_sync import sync_events
 from .handlers import EventHandler, HandlerRegistry
 from .pipeline import EventPipeline
+from .poller import EventsPoller
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
-from .reconcile import EventsPoller
-from .tokens import TokenOptions, TokenVerifier
+from .prune import prune
+from .reconcile_results import (
+    BackfillResult,
+    ProgressCallback,
+    PruneResult,
+    ReplayResult,
+    SyncEventsResult,
+    SyncStatus,
+)
+from .recovery import DEFAULT_RETENTION, Recovery
+from .replay import replay_failed
+from .status import sync_status
+from .tokens import TokenVerifier
 from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
-
-logger = logging.getLogger("fastapi_workos_authkit")
 
 H = TypeVar("H", bound=Callable[..., Any])
 R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
@@ -54,156 +62,95 @@ R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
 class AuthKit:
     """WorkOS AuthKit for one FastAPI app.
 
-    Every option falls back to the environment, and nothing is demanded at construction: each
-    feature asks for the secret it needs when it is mounted or used, with an error that names the
-    variable and where to find its value.
+    The options are the fields of `AuthKitSettings`: pass them as keywords
+    (``AuthKit(client_id=..., webhook_secret=...)``), or pass a ready `AuthKitSettings`, or both
+    (the keywords then change that object's values). Each option falls back to its environment
+    variable, then to its default; the configuration guide lists them all. Nothing is demanded
+    at construction: each feature asks for the secret it needs when it is mounted or used, with
+    an error that names the variable and where to find its value. An invalid value raises
+    `ConfigurationError` naming the option, an unknown keyword `TypeError`.
 
     Args:
-        client_id: WorkOS client id (``WORKOS_CLIENT_ID``), needed for tokens and the JWKS.
-        api_key: WorkOS API key (``WORKOS_API_KEY``), needed for REST calls only.
-        webhook_secret: Webhook signing secret (``WORKOS_WEBHOOK_SECRET``).
-        action_secret: Actions signing secret (``WORKOS_ACTION_SECRET``).
-        api_hostname: The AuthKit host tokens are issued by (``WORKOS_API_HOSTNAME``,
-            default ``api.workos.com``).
-        api_base_url: Where REST and JWKS calls go (default ``https://api.workos.com``, also with
-            a custom ``api_hostname``); point it at a local fake in tests.
+        settings: The options, as one object; ``None`` builds it from ``options`` and the
+            environment.
         engine: A SQLAlchemy engine to use; takes precedence over ``database_url``.
-        database_url: Database URL (``AUTHKIT_DATABASE_URL``, default a SQLite file
-            ``./workos_authkit.db``). ``postgresql://`` URLs use psycopg 3.
-        pool_size: Steady connections of the engine AuthKit builds from a PostgreSQL
-            ``database_url`` (``AUTHKIT_POOL_SIZE``, default 5); ignored with ``engine=``.
-        max_overflow: Burst connections above ``pool_size`` of that engine
-            (``AUTHKIT_MAX_OVERFLOW``, default 10); ignored with ``engine=``.
-        read_pool_size: Connections of the ``current_user`` read pool, used on PostgreSQL when
-            AuthKit builds the engine (``AUTHKIT_READ_POOL_SIZE``, default 5). A process opens
-            at most `max_connections_per_process` connections in all.
-        additional_event_types: Event types to pull from the Events API besides ``user.*`` and
-            the types that have handlers.
-        log_level: Level for the ``fastapi_workos_authkit`` logger (name or number).
-        webhook_tolerance: Accepted clock skew of webhook signatures, in seconds (180).
-        action_tolerance: Accepted clock skew of Action signatures, in seconds (30).
-        prefix: Path prefix of the router (``/workos``).
-        max_body_size: Largest accepted request body, in bytes (1 MiB).
         clock: Returns the current Unix time in seconds; injectable for tests.
-        action_timeout: Time budget of an Action handler, in seconds (5). Past it the endpoint
-            answers 504, logs an error and rolls back the handler's writes; WorkOS then applies
-            the endpoint's fallback.
-        unhandled_action: The verdict for an Action type with no handler, ``"deny"`` (default)
-            or ``"allow"``; each such request is logged at WARNING.
-        max_sync_action_handlers: How many sync Action handlers may run at once (20), counting
-            those still running past ``action_timeout`` (a thread cannot be stopped). When all
-            are busy the endpoint answers 503 at once rather than pile up threads and database
-            connections.
         http_transport: The httpx transport for every call to WorkOS (REST and JWKS); tests pass
             a mock or an ASGI transport to a fake WorkOS.
-        token_leeway: Clock skew tolerated on access-token ``exp``/``nbf``/``iat``, in seconds
-            (10; at most 300).
-        jwks_cache_ttl: How long fetched signing keys are trusted before a refresh, in seconds
-            (600).
-        jwks_refetch_cooldown: The least time between two JWKS fetches, in seconds (30): an
-            unknown ``kid`` triggers a refetch, a flood of them at most one per cooldown.
-        token_cache_size: How many verified access tokens are remembered until their ``exp``
-            (10,000; 0 turns the cache off).
         extra_providers: More trusted token issuers besides the client's two WorkOS ones, as
             `AuthProvider` objects or seed-shaped dicts (for example `custom_domain_providers`
             for a custom auth domain). They are verified and emitted by `auth_config_providers`.
-        events_poll_interval: Run `sync_events` every this many seconds from the lifespan
-            (``None``, the default, runs no poller; see the reconciliation guide).
-        events_range_start: Where the very first `sync_events` run starts: a ``timedelta``
-            before now (default 30 days, all WorkOS keeps) or an aware ``datetime``. Later runs
-            continue from their own cursor.
+        **options: Any field of `AuthKitSettings` (``client_id``, ``webhook_secret``,
+            ``prefix``, ``action_timeout``...). ``None`` means "not given".
     """
 
     def __init__(
         self,
+        settings: AuthKitSettings | None = None,
         *,
-        client_id: str | None = None,
-        api_key: str | None = None,
-        webhook_secret: str | None = None,
-        action_secret: str | None = None,
-        api_hostname: str | None = None,
-        api_base_url: str | None = None,
         engine: Engine | None = None,
-        database_url: str | None = None,
-        pool_size: int | None = None,
-        max_overflow: int | None = None,
-        read_pool_size: int | None = None,
-        additional_event_types: Iterable[str] = (),
-        log_level: int | str | None = None,
-        webhook_tolerance: float = 180.0,
-        action_tolerance: float = 30.0,
-        prefix: str = "/workos",
-        max_body_size: int = ONE_MIB,
         clock: Clock = time.time,
         http_transport: httpx.AsyncBaseTransport | None = None,
-        action_timeout: float = 5.0,
-        unhandled_action: UnhandledActionPolicy = "deny",
-        max_sync_action_handlers: int = MAX_SYNC_ACTION_HANDLERS,
-        token_leeway: float = 10.0,
-        jwks_cache_ttl: float = 600.0,
-        jwks_refetch_cooldown: float = 30.0,
-        token_cache_size: int = 10_000,
         extra_providers: Iterable[ProviderLike] = (),
-        events_poll_interval: float | None = None,
-        events_range_start: datetime | timedelta = timedelta(days=30),
+        **options: Any,
     ) -> None:
-        self.settings = Settings.resolve(
-            client_id=client_id,
-            api_key=api_key,
-            webhook_secret=webhook_secret,
-            action_secret=action_secret,
-            api_hostname=api_hostname,
-            api_base_url=api_base_url,
-            database_url=database_url,
-            additional_event_types=additional_event_types,
-            log_level=log_level,
-            webhook_tolerance=webhook_tolerance,
-            action_tolerance=action_tolerance,
-            prefix=prefix,
-            max_body_size=max_body_size,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            read_pool_size=read_pool_size,
-        )
-        if self.settings.log_level is not None:
-            logger.setLevel(self.settings.log_level)
+        if settings is None:
+            settings = AuthKitSettings.from_options(**options)
+        elif options:
+            settings = settings.replace(**options)
+        self.settings: AuthKitSettings = settings
+        """The options of this instance (read-only)."""
         self.clock = clock
         self.http_transport = http_transport
         self._engine = engine
         self._owns_engine = engine is None
-        if events_poll_interval is not None and events_poll_interval <= 0:
-            raise ConfigurationError("events_poll_interval must be a positive number of seconds.")
-        if isinstance(events_range_start, datetime) and events_range_start.tzinfo is None:
-            raise ConfigurationError("events_range_start must be an aware datetime (UTC).")
-        self.events_poll_interval = events_poll_interval
-        self.events_range_start = events_range_start
         self.events_poller: EventsPoller | None = None
         self._workos_api: WorkOSClient | None = None
         self.handlers = HandlerRegistry()
-        self.pipeline = EventPipeline(lambda: self.engine, self.handlers)
-        check_action_options(action_timeout, unhandled_action)
-        self.action_timeout = float(action_timeout)
-        self.sync_action_slots = SyncHandlerSlots(max_sync_action_handlers)
-        """Bounds the sync Action handler threads, those past ``action_timeout`` included."""
-        self.unhandled_action: UnhandledActionPolicy = unhandled_action
-        self.action_handlers = ActionRegistry()
-        self.token_options = TokenOptions(
-            token_leeway=float(token_leeway),
-            jwks_cache_ttl=float(jwks_cache_ttl),
-            jwks_refetch_cooldown=float(jwks_refetch_cooldown),
-            token_cache_size=token_cache_size,
+        self.pipeline = EventPipeline(lambda: self.engine, self.handlers, mirror=settings.mirror)
+        self._recovery = Recovery(
+            engine=lambda: self.engine,
+            pipeline=self.pipeline,
+            workos=lambda: self.workos_api,
+            clock=clock,
+            handled_event_types=self.handlers.event_types,
+            additional_event_types=tuple(self.settings.additional_event_types),
+            events_range_start=settings.events_range_start,
+            max_connections_per_process=lambda: self.max_connections_per_process,
         )
+        self.sync_action_slots = SyncHandlerSlots(settings.max_sync_action_handlers)
+        """Bounds the sync Action handler threads, those past ``action_timeout`` included."""
+        self.action_handlers = ActionRegistry()
         self.extra_providers = coerce_providers(extra_providers)
         self._token_verifier: TokenVerifier | None = None
-        self.users = UserStore(self)
+        self.users = UserStore(
+            engine=lambda: self.engine,
+            owns_engine=self._owns_engine,
+            pipeline=self.pipeline,
+            workos_api=self._workos_api_if_configured,
+            clock=clock,
+            not_found_ttl=settings.user_not_found_ttl,
+            read_pool_size=settings.read_pool_size,
+        )
+        self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)
         self._requirements: dict[tuple[type, Any], Any] = {}
         # Stable objects, so `app.dependency_overrides[authkit.current_user]` works.
-        self.current_user = CurrentUserDependency(self)
+        self.current_user = CurrentUserDependency(self._auth)
         """Dependency: the caller's synced `WorkOSUser` (401 without a valid token)."""
-        self.optional_user = OptionalUserDependency(self)
+        self.optional_user = OptionalUserDependency(self._auth)
         """Dependency: like `current_user`, but ``None`` when no token is sent."""
-        self.claims = ClaimsDependency(self)
+        self.claims = ClaimsDependency(self._auth)
         """Dependency: the verified `AccessTokenClaims`, without a database read."""
+
+    @property
+    def events_poll_interval(self) -> float | None:
+        """``settings.events_poll_interval``: seconds between two poller runs, or ``None``."""
+        return self.settings.events_poll_interval
+
+    @property
+    def events_range_start(self) -> datetime | timedelta:
+        """``settings.events_range_start``: where the very first `sync_events` run starts."""
+        return self.settings.events_range_start
 
     @property
     def engine(self) -> Engine:
@@ -266,7 +213,7 @@ class AuthKit:
                 self.providers(),
                 transport=self.http_transport,
                 clock=self.clock,
-                options=self.token_options,
+                options=self.settings.token_settings(),
             )
         return self._token_verifier
 
@@ -290,7 +237,7 @@ class AuthKit:
         # The same arguments give the same object, so it can be a key of dependency_overrides.
         key = (kind, argument)
         if key not in self._requirements:
-            self._requirements[key] = kind(self, argument)
+            self._requirements[key] = kind(self._auth, argument)
         found: R = self._requirements[key]
         return found
 
@@ -310,25 +257,94 @@ class AuthKit:
         # Tests inject a client with their own retry policy and sleep; shutdown closes it.
         self._workos_api = client
 
-    async def sync_events(self, **options: Any) -> reconcile.SyncEventsResult:
-        """Catch up from the Events API; see `reconcile.sync_events` for the options."""
-        return await reconcile.sync_events(self, **options)
+    def _workos_api_if_configured(self) -> WorkOSClient | None:
+        # The just-in-time fetch treats a missing API key as "not synced yet", not as an error.
+        return self.workos_api if self.settings.api_key is not None else None
 
-    async def backfill_users(self, **options: Any) -> reconcile.BackfillResult:
-        """Copy every WorkOS user into the users table; see `reconcile.backfill_users`."""
-        return await reconcile.backfill_users(self, **options)
+    async def sync_events(
+        self,
+        *,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+        restart_from: datetime | timedelta | None = None,
+    ) -> SyncEventsResult:
+        """Catch up from the Events API: process every event of the types in play since the
+        job's own cursor, each once, through the same pipeline as webhooks.
 
-    async def replay_failed(self, **options: Any) -> reconcile.ReplayResult:
-        """Process failed ledger events again; see `reconcile.replay_failed`."""
-        return await reconcile.replay_failed(self, **options)
+        Args:
+            progress: Called with a `Progress` after every page.
+            lease_ttl: Seconds the ``sync_events`` lease lasts without renewal; another
+                instance may take it over after that.
+            restart_from: Forget the cursor and start again from this moment (an aware
+                ``datetime``, or a ``timedelta`` before now); the ledger skips what was
+                already processed.
 
-    async def prune(self, **options: Any) -> reconcile.PruneResult:
-        """Delete old processed ledger rows and tombstones; see `reconcile.prune`."""
-        return await reconcile.prune(self, **options)
+        The cursor, the event types it was advanced for, poison events and failures are
+        described in `fastapi_workos_authkit.events_sync.sync_events`.
+        """
+        return await sync_events(
+            self._recovery, progress=progress, lease_ttl=lease_ttl, restart_from=restart_from
+        )
 
-    async def sync_status(self, **options: Any) -> reconcile.SyncStatus:
-        """Ledger counts, cursors, recent failures and leases; see `reconcile.sync_status`."""
-        return await reconcile.sync_status(self, **options)
+    async def backfill_users(
+        self,
+        *,
+        run_handlers: bool = True,
+        restart: bool = False,
+        progress: ProgressCallback | None = None,
+        lease_ttl: float = 60.0,
+    ) -> BackfillResult:
+        """Copy every WorkOS user into the users table, oldest first, a page per transaction.
+
+        Args:
+            run_handlers: Run the ``user.created`` / ``user.updated`` handlers of each
+                inserted or refreshed row, in the page's transaction.
+            restart: Ignore the cursor an interrupted run left, and start from the first user.
+            progress: Called with a `Progress` after every page.
+            lease_ttl: Seconds the ``backfill_users`` lease lasts without renewal.
+
+        See `fastapi_workos_authkit.backfill.backfill_users` for resuming and failures.
+        """
+        return await backfill_users(
+            self._recovery,
+            run_handlers=run_handlers,
+            restart=restart,
+            progress=progress,
+            lease_ttl=lease_ttl,
+        )
+
+    async def replay_failed(
+        self, *, limit: int | None = None, progress: ProgressCallback | None = None
+    ) -> ReplayResult:
+        """Process the failed ledger events again, oldest first, through the pipeline.
+
+        Args:
+            limit: Replay at most this many (all by default).
+            progress: Called with a `Progress` after every event.
+        """
+        return await replay_failed(self._recovery, limit=limit, progress=progress)
+
+    async def prune(
+        self,
+        *,
+        ledger_retention: timedelta = DEFAULT_RETENTION,
+        tombstone_retention: timedelta = DEFAULT_RETENTION,
+    ) -> PruneResult:
+        """Delete processed ledger rows and tombstones older than their retention periods
+        (30 days by default, at least 3), never past what `sync_events` may still replay.
+
+        See `fastapi_workos_authkit.prune.prune`.
+        """
+        return await prune(
+            self._recovery,
+            ledger_retention=ledger_retention,
+            tombstone_retention=tombstone_retention,
+        )
+
+    async def sync_status(self, *, failures: int = 10) -> SyncStatus:
+        """Ledger counts by status, the cursors, the ``failures`` latest failures and the
+        leases."""
+        return await sync_status(self._recovery, failures=failures)
 
     def on(self, event_type: str) -> Callable[[H], H]:
         """Register a handler for ``event_type``; use as ``@authkit.on("user.created")``.
@@ -389,18 +405,37 @@ class AuthKit:
                 `ConfigurationError` at start-up when it is missing.
         """
         router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
+        settings = self.settings
         if webhooks:
-            add_webhook_route(router, self)
+            add_webhook_route(
+                router,
+                secret=settings.require_webhook_secret(),
+                tolerance=settings.webhook_tolerance,
+                max_body_size=settings.max_body_size,
+                clock=self.clock,
+                pipeline=self.pipeline,
+            )
         if actions or (actions is None and self.action_handlers):
-            add_action_route(router, self)
+            add_action_route(
+                router,
+                secret=settings.require_action_secret(),
+                tolerance=settings.action_tolerance,
+                max_body_size=settings.max_body_size,
+                clock=self.clock,
+                engine=lambda: self.engine,
+                handlers=self.action_handlers,
+                slots=self.sync_action_slots,
+                timeout=settings.action_timeout,
+                unhandled=settings.unhandled_action,
+            )
         return router
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
         """Start-up and shutdown: ``FastAPI(lifespan=authkit.lifespan)``.
 
-        Creates missing tables. An app with its own lifespan nests it:
-        ``async with authkit.lifespan(app): yield``.
+        Creates the missing tables (unless ``create_tables=False``). An app with its own
+        lifespan nests it: ``async with authkit.lifespan(app): yield``.
         """
         await self.startup()
         try:
@@ -410,16 +445,19 @@ class AuthKit:
 
     async def startup(self) -> None:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
-        await anyio.to_thread.run_sync(create_tables, self.engine)
+        if self.settings.create_tables:
+            await anyio.to_thread.run_sync(create_package_tables, self.engine)
         await self.users.open()
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
-            self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
-            self.events_poller.start()
         if self.settings.client_id:
             # Warm the signing keys so the first request does not wait; a failure only warns
             # (the app starts, and the keys are fetched on the first token instead).
             await self.token_verifier.preload()
+        if self.events_poll_interval is not None and self.events_poller is None:
+            # Last: its task group stays open until shutdown, so nothing after it may fail.
+            self.events_poller = EventsPoller(self.sync_events, self.events_poll_interval)
+            await self.events_poller.start()
 
     async def shutdown(self) -> None:
         """What the lifespan does on shutdown: stop the poller, close the WorkOS client."""

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -26,7 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .authkit import AuthKit
-from .database import create_tables, is_unavailable
+from .database import create_tables, driver_message, is_unavailable
+from .dev import add_dev_commands, run_dev
 from .errors import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
 from .reconcile import Progress
 from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
@@ -68,10 +70,12 @@ NEEDS_APP = frozenset({"sync-events", "backfill-users", "replay-failed"})
 """Subcommands that run the app's handlers, and so refuse to run without ``--app``."""
 
 
-def load_authkit(target: str | None) -> AuthKit:
+def load_authkit(target: str | None, *, app_dir: str = ".") -> AuthKit:
     """Import ``module:attribute`` (dotted attributes allowed) and return the `AuthKit` there.
 
-    Without a target, an `AuthKit` configured from the environment alone (no handlers).
+    ``app_dir`` (the current directory by default) is searched first, as uvicorn's ``--app-dir``
+    is, but only while the module is imported: ``sys.path`` is left as it was found. Without a
+    target, an `AuthKit` configured from the environment alone (no handlers).
     """
     if not target:
         return AuthKit()
@@ -81,13 +85,15 @@ def load_authkit(target: str | None) -> AuthKit:
             f"--app must look like module:attribute (for example main:authkit), not {target!r}",
             ExitCode.USAGE,
         )
-    # Like uvicorn: the current directory is importable, so `--app main:authkit` just works.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        found: Any = importlib.import_module(module_name)
+        with _importable(app_dir):
+            found: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CommandError(f"Could not import {module_name!r}: {exc}", ExitCode.FAILURE) from exc
+        raise CommandError(
+            f"Could not import {module_name!r} from {os.path.abspath(app_dir)} (set --app-dir to "
+            f"the directory that holds it): {exc}",
+            ExitCode.FAILURE,
+        ) from exc
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
@@ -102,6 +108,26 @@ def load_authkit(target: str | None) -> AuthKit:
             ExitCode.FAILURE,
         )
     return found
+
+
+@contextmanager
+def _importable(directory: str) -> Iterator[None]:
+    """Put ``directory`` first on ``sys.path`` for the duration of an import, if it is missing.
+
+    The CLI may run inside another program (a test, a task runner): a lasting change to
+    ``sys.path`` would shadow that program's modules with whatever the directory holds.
+    """
+    path = os.path.abspath(directory)
+    if path in sys.path:
+        yield
+        return
+    sys.path.insert(0, path)
+    try:
+        yield
+    finally:
+        # The import may itself have edited sys.path: take out our entry only.
+        with suppress(ValueError):
+            sys.path.remove(path)
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -223,7 +249,8 @@ async def _run(kit: AuthKit, args: argparse.Namespace, stderr: IO[str]) -> tuple
     progress = ProgressPrinter(stderr)
     try:
         try:
-            await anyio.to_thread.run_sync(create_tables, kit.engine)
+            if kit.settings.create_tables:
+                await anyio.to_thread.run_sync(create_tables, kit.engine)
             return await _COMMANDS[args.command](kit, args, progress)
         finally:
             progress.close()
@@ -255,7 +282,7 @@ async def _run(kit: AuthKit, args: argparse.Namespace, stderr: IO[str]) -> tuple
 
 def _database_error(kit: AuthKit, exc: BaseException) -> CommandError:
     cause = exc.__cause__ or exc
-    detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+    detail = driver_message(cause) or type(cause).__name__
     return CommandError(
         f"Cannot reach the database at {_safe_url(str(kit.engine.url))}: {detail}",
         ExitCode.DATABASE_UNAVAILABLE,
@@ -354,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the app's AuthKit instance, e.g. main:authkit (env AUTHKIT_APP); required by "
         "sync-events, backfill-users and replay-failed, which run the app's handlers",
     )
+    parser.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="where to look for the --app module first (default: the current directory)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sync = commands.add_parser("sync-events", help="catch up from the WorkOS Events API")
@@ -391,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     providers = commands.add_parser("providers", help="print auth_config_providers() as JSON")
     providers.add_argument("--client-id", default=None, help="default: the app's or env's")
     providers.add_argument("--api-hostname", default=None, help="default: the app's or env's")
+    add_dev_commands(commands)
     return parser
 
 
@@ -414,6 +448,8 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        return run_dev(args, out, err)
     try:
         if args.command == "providers":
             out.write(json.dumps(_providers(args), indent=2) + "\n")
@@ -427,7 +463,7 @@ def main(
                 "handlers run and the events they handle are not skipped",
                 ExitCode.USAGE,
             )
-        kit = load_authkit(args.app)
+        kit = load_authkit(args.app, app_dir=args.app_dir)
         result, code = anyio.run(_run, kit, args, err)
     except CommandError as exc:
         err.write(f"error: {exc}\n")
@@ -445,7 +481,7 @@ def main(
 def _providers(args: argparse.Namespace) -> list[dict[str, str]]:
     try:
         if args.app and not (args.client_id or args.api_hostname):
-            return load_authkit(args.app).auth_config_providers()
+            return load_authkit(args.app, app_dir=args.app_dir).auth_config_providers()
         from .providers import auth_config_providers
 
         return auth_config_providers(client_id=args.client_id, api_hostname=args.api_hostname)

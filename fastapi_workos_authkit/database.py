@@ -151,8 +151,7 @@ def unavailable_as_error() -> Iterator[None]:
                 reason,
             )
         else:
-            lines = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
-            reason = lines[0] if lines else type(exc).__name__
+            reason = driver_message(exc) or type(exc).__name__
             if _TOO_MANY_CLIENTS in reason or _SLOTS_RESERVED in reason:
                 logger.error(
                     "PostgreSQL refused a connection: max_connections is reached (%s). The "
@@ -166,6 +165,18 @@ def unavailable_as_error() -> Iterator[None]:
 # PostgreSQL's messages when max_connections (or the non-superuser share of it) is used up.
 _TOO_MANY_CLIENTS = "too many clients already"
 _SLOTS_RESERVED = "remaining connection slots are reserved"
+
+
+def driver_message(exc: BaseException) -> str:
+    """The first line of what the database driver said about ``exc`` ("" if it said nothing).
+
+    For a SQLAlchemy error that is the driver's own message (``exc.orig``), never SQLAlchemy's
+    full text, which adds the SQL and its parameters (emails, names). Other exceptions give the
+    first line of their own message.
+    """
+    source: object = getattr(exc, "orig", None) if isinstance(exc, SQLAlchemyError) else exc
+    lines = str(source if source is not None else "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def guarded(work: Callable[[], T]) -> T:

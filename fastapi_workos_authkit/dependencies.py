@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,21 +27,27 @@ from sqlalchemy import Connection, Engine, bindparam, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 
+from .config import DEFAULT_READ_POOL_SIZE, Clock
 from .database import unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
+from .events import MAX_USER_ID_LENGTH
 from .tables import WorkOSUser, WorkOSUserTombstone
-from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError
-from .workos_api import WorkOSAPIError
+from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError, TokenVerifier
+from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
 
 if TYPE_CHECKING:
     from ._read_pool import ReadPool
     from ._read_thread import ReadThread
-    from .authkit import AuthKit
+    from .pipeline import EventPipeline
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
 JIT_TIMEOUT_SECONDS = 10.0
 """How long a request waits for WorkOS when fetching an unsynced user just in time."""
+
+NOT_FOUND_CACHE_SIZE = 10_000
+"""How many user ids WorkOS answered 404 for are remembered (for ``user_not_found_ttl``) at most;
+past it the oldest are forgotten first."""
 
 _SCOPE_KEY = "fastapi_workos_authkit.claims"
 _WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for "not allowed"
@@ -144,11 +151,11 @@ def _unavailable(connection: HTTPConnection, description: str) -> Exception:
 
 
 async def verified_claims(
-    authkit: AuthKit, connection: HTTPConnection, *, required: bool
+    auth: BearerAuth, connection: HTTPConnection, *, required: bool
 ) -> AccessTokenClaims | None:
     """Verify the request's token once; later calls in the same request reuse the result."""
     cached = connection.scope.get(_SCOPE_KEY)
-    if cached is not None and cached[0] is authkit:
+    if cached is not None and cached[0] is auth:
         claims: AccessTokenClaims = cached[1]
         return claims
     token = bearer_token(connection)
@@ -157,13 +164,22 @@ async def verified_claims(
             raise _unauthenticated(connection)
         return None
     try:
-        claims = await authkit.token_verifier.verify(token)
+        claims = await auth.verifier().verify(token)
     except InvalidTokenError as exc:
         logger.info("access token refused: %s", exc)
         raise _refuse(connection, str(exc)) from None
     except KeysUnavailableError as exc:
         raise _unavailable(connection, str(exc)) from None
-    connection.scope[_SCOPE_KEY] = (authkit, claims)
+    if not is_plausible_id(claims.sub):
+        # A signed token is still input: its sub becomes a database key and a REST path
+        # segment (the just-in-time fetch), so a sub like "../../sso/jwks/..." stops here.
+        logger.warning("access token refused: its sub is not a plausible user id")
+        raise _refuse(
+            connection,
+            "The token's sub is not a user id: letters, digits and underscores only, "
+            f"at most {MAX_ID_LENGTH} characters",
+        )
+    connection.scope[_SCOPE_KEY] = (auth, claims)
     return claims
 
 
@@ -244,14 +260,53 @@ class UserStore:
     pool SQLAlchemy invalidates the pool's older connections when it sees the disconnect; the
     read pool checks its idle ones and replaces the dead.
 
+    The just-in-time fetch of an unsynced user is single-flight: concurrent requests for one id
+    share one WorkOS call and its outcome, failures included. A 404 is remembered for
+    ``not_found_ttl`` seconds (by the owner's clock; at most `NOT_FOUND_CACHE_SIZE` ids), so a
+    token for a user WorkOS does not know cannot spend the WorkOS rate limit. Failures (5xx,
+    timeouts, a body that is not a user) are not remembered: the next request asks again.
+
     Args:
-        authkit: The owner (engine, settings, pipeline, WorkOS client).
+        engine: Returns the engine to read from (the owner may create it on first use).
+        owns_engine: Whether the owner built that engine from a URL alone (no ``connect_args``,
+            ``creator`` or connect hooks of the app's), so ``"auto"`` may pick ``"async"``.
+        pipeline: Applies a user fetched just in time, by the webhook rules.
+        workos_api: Returns the WorkOS REST client, or ``None`` without an API key (an unsynced
+            user is then unknown).
+        clock: Returns Unix seconds, for ``not_found_ttl``.
         mode: One of the above.
+        not_found_ttl: Seconds a 404 from WorkOS is remembered (0 remembers nothing).
+        read_pool_size: The most connections the ``"async"`` read pool opens.
     """
 
-    def __init__(self, authkit: AuthKit, *, mode: ReadMode = "auto") -> None:
-        self._authkit = authkit
+    def __init__(
+        self,
+        *,
+        engine: Callable[[], Engine],
+        owns_engine: bool,
+        pipeline: EventPipeline,
+        workos_api: Callable[[], WorkOSClient | None],
+        clock: Clock,
+        mode: ReadMode = "auto",
+        not_found_ttl: float = 5.0,
+        read_pool_size: int = DEFAULT_READ_POOL_SIZE,
+    ) -> None:
+        if not not_found_ttl >= 0:  # also refuses NaN
+            raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
+        if read_pool_size < 1:
+            raise ValueError("read_pool_size must be at least 1")
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._pipeline = pipeline
+        self._workos_api = workos_api
+        self._clock = clock
         self.mode: ReadMode = mode
+        self.not_found_ttl = float(not_found_ttl)
+        self._read_pool_size = read_pool_size
+        # user id -> when its 404 stops being trusted; insertion order is expiry order, since
+        # every entry lives the same TTL, so the first entry is always the next to expire.
+        self._not_found: OrderedDict[str, float] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
         self._plan: tuple[Engine, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._read_pool: ReadPool | None = None
@@ -267,14 +322,14 @@ class UserStore:
         """The mode reads use inside the lifespan: ``mode``, with ``"auto"`` resolved."""
         if self.mode != "auto":
             return self.mode
-        dialect = self._authkit.engine.dialect
+        dialect = self._engine().dialect
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            return "async" if self._authkit.owns_engine else "thread"
+            return "async" if self._owns_engine else "thread"
         return "thread"
 
     def read_pool_size(self) -> int:
         """Connections the read pool may open in this process: 0 unless reads are ``"async"``."""
-        return self._authkit.settings.read_pool_size if self.resolved_mode() == "async" else 0
+        return self._read_pool_size if self.resolved_mode() == "async" else 0
 
     async def reader_backend_pids(self) -> list[int]:
         """PostgreSQL process ids of the connections reads would use next (tests, diagnostics).
@@ -286,7 +341,7 @@ class UserStore:
             return await self._read_pool.backend_pids()
 
         def ask() -> list[int]:
-            with unavailable_as_error(), self._authkit.engine.connect() as connection:
+            with unavailable_as_error(), self._engine().connect() as connection:
                 return [connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()]
 
         return await anyio.to_thread.run_sync(ask)
@@ -305,7 +360,7 @@ class UserStore:
 
         Synchronous (blocking: call it from a worker thread); raises `DatabaseUnavailableError`.
         """
-        engine: Engine = self._authkit.engine
+        engine: Engine = self._engine()
         plan = self._plan_for(engine)
         params: Any = (user_id,) if plan.positional else {"user_id": user_id}
         with unavailable_as_error():
@@ -330,7 +385,7 @@ class UserStore:
             if self.resolved_mode() == "async":
                 pool = self._read_pool or await self._open_read_pool()
                 if pool is not None:
-                    plan = self._plan_for(self._authkit.engine)
+                    plan = self._plan_for(self._engine())
                     row = await pool.fetch_one(plan.sql, {"user_id": user_id})
                     return self._build(plan, row)
             elif self._read_thread is not None:
@@ -342,7 +397,7 @@ class UserStore:
             if self._read_pool is None and self._loop is asyncio.get_running_loop():
                 from ._read_pool import ReadPool  # psycopg is an optional dependency
 
-                pool = ReadPool(self._authkit.engine, size=self._authkit.settings.read_pool_size)
+                pool = ReadPool(self._engine(), size=self._read_pool_size)
                 await pool.open()
                 self._read_pool = pool
         return self._read_pool
@@ -371,10 +426,10 @@ class UserStore:
         On SQLite the reader thread starts; the PostgreSQL read pool opens on the first read.
         """
         self._loop = asyncio.get_running_loop()
-        if self._read_thread is None and self._authkit.engine.dialect.name == "sqlite":
+        if self._read_thread is None and self._engine().dialect.name == "sqlite":
             from ._read_thread import ReadThread
 
-            if self._authkit.owns_engine:
+            if self._owns_engine:
                 self._read_thread = ReadThread(
                     self._read_held, name="authkit-sqlite-read", on_stop=self._release_held
                 )
@@ -387,7 +442,7 @@ class UserStore:
         SQLite engine (only that thread uses it; it goes back to the pool when the thread
         stops). Skipping the checkout and the result wrapping per read makes the hop to the
         thread cost no more than the read did on the event loop."""
-        engine = self._authkit.engine
+        engine = self._engine()
         plan = self._plan_for(engine)
         if self._held is None:
             with unavailable_as_error():
@@ -433,7 +488,7 @@ class UserStore:
 
     def is_tombstoned(self, user_id: str) -> bool:
         """Whether ``user_id`` was deleted."""
-        with unavailable_as_error(), self._authkit.engine.connect() as connection:
+        with unavailable_as_error(), self._engine().connect() as connection:
             table = WorkOSUserTombstone.__table__  # type: ignore[attr-defined]
             found = connection.execute(
                 select(table.c.user_id).where(table.c.user_id == user_id)
@@ -455,16 +510,59 @@ class UserStore:
 
     async def _just_in_time(self, user_id: str) -> WorkOSUser:
         # The first request after sign-up can beat the user.created webhook.
+        if len(user_id) > MAX_USER_ID_LENGTH:
+            # A plausible id, but longer than the users table holds: no WorkOS answer could be
+            # stored, so don't spend a call (and the rate limit) on it.
+            raise UserNotFoundError("The user does not exist")
+        if self._known_not_found(user_id):
+            raise UserNotFoundError("The user does not exist")
+        while True:
+            flight = self._flights.get(user_id)
+            if flight is None:
+                break
+            # Another request is fetching this user: share its outcome rather than ask again.
+            flight.waiters += 1
+            try:
+                await flight.done.wait()
+            finally:
+                flight.waiters -= 1
+            if flight.error is not None:
+                raise flight.error
+            if flight.fetched:
+                user = await self._read_in_mode(user_id)
+                if user is None:  # a tombstone won the race since
+                    raise UserNotFoundError("The user was deleted")
+                return user
+            # The fetching request was cancelled (its client went away): try again, maybe
+            # leading the next flight.
+        flight = _Flight()
+        self._flights[user_id] = flight
+        try:
+            user = await self._fetch(user_id)
+            flight.fetched = True
+            return user
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[user_id]
+            flight.done.set()
+
+    async def _fetch(self, user_id: str) -> WorkOSUser:
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
-        if not self._authkit.settings.api_key:
+        workos_api = self._workos_api()
+        if workos_api is None:
             raise UserNotFoundError("The user is not synced yet")
         # The REST client retries with backoff for a long while; a request cannot wait that long.
         with anyio.fail_after(JIT_TIMEOUT_SECONDS):
-            snapshot = await self._authkit.workos_api.get_user(user_id)
-        if snapshot is None or snapshot.id != user_id:
+            snapshot = await workos_api.get_user(user_id)
+        if snapshot is None:
+            self._remember_not_found(user_id)
             raise UserNotFoundError("The user does not exist")
-        pipeline = self._authkit.pipeline
+        if snapshot.id != user_id:
+            raise UserNotFoundError("The user does not exist")
+        pipeline = self._pipeline
         await anyio.to_thread.run_sync(lambda: pipeline.apply_user_snapshot(snapshot, source="jit"))
         user = await self._read_in_mode(user_id)
         if user is None:  # a tombstone won the race
@@ -472,13 +570,66 @@ class UserStore:
         logger.info("user %s fetched just in time", user_id)
         return user
 
+    def fetch_waiters(self, user_id: str) -> int:
+        """How many requests wait on the just-in-time fetch of ``user_id`` in progress, besides
+        the one making it (diagnostics, tests); 0 when none is in progress."""
+        flight = self._flights.get(user_id)
+        return 0 if flight is None else flight.waiters
+
+    def _known_not_found(self, user_id: str) -> bool:
+        expires = self._not_found.get(user_id)
+        if expires is None:
+            return False
+        if self._clock() < expires:
+            return True
+        del self._not_found[user_id]
+        return False
+
+    def _remember_not_found(self, user_id: str) -> None:
+        if self.not_found_ttl <= 0:
+            return
+        now = self._clock()
+        self._not_found.pop(user_id, None)
+        self._not_found[user_id] = now + self.not_found_ttl
+        # Drop what has expired, then the oldest past the bound: a flood of unknown ids (each
+        # needs a validly signed token) cannot grow this without limit.
+        while self._not_found:
+            oldest, expires = next(iter(self._not_found.items()))
+            if expires > now and len(self._not_found) <= NOT_FOUND_CACHE_SIZE:
+                break
+            del self._not_found[oldest]
+
+
+class _Flight:
+    """One just-in-time fetch in progress, and its outcome for the requests waiting on it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.waiters = 0
+        self.fetched = False
+        self.error: Exception | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class BearerAuth:
+    """What the dependencies of one `AuthKit` share: its token verifier and its user store.
+
+    One object per `AuthKit`: a request's verified claims are remembered under it, so several
+    dependencies of the same instance verify the token once, and those of another instance (a
+    second `AuthKit` in the same app) do not reuse them.
+    """
+
+    verifier: Callable[[], TokenVerifier]
+    """Returns the token verifier (built on first use: it needs the client id)."""
+    users: UserStore
+
 
 class _Dependency(AccessTokenBearer):
     """Base of the dependencies bound to one `AuthKit`."""
 
-    def __init__(self, authkit: AuthKit) -> None:
+    def __init__(self, auth: BearerAuth) -> None:
         super().__init__()
-        self._authkit = authkit
+        self._auth = auth
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
@@ -488,7 +639,7 @@ class ClaimsDependency(_Dependency):
     """``authkit.claims``: the verified `AccessTokenClaims`, with no database access."""
 
     async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
+        claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
         return claims
 
@@ -497,9 +648,9 @@ class CurrentUserDependency(_Dependency):
     """``authkit.current_user``: the synced `WorkOSUser` of the caller, or 401."""
 
     async def __call__(self, connection: HTTPConnection) -> WorkOSUser:
-        claims = await verified_claims(self._authkit, connection, required=True)
+        claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
-        return await _load_user(self._authkit, connection, claims)
+        return await _load_user(self._auth.users, connection, claims)
 
 
 class OptionalUserDependency(_Dependency):
@@ -510,17 +661,17 @@ class OptionalUserDependency(_Dependency):
     """
 
     async def __call__(self, connection: HTTPConnection) -> WorkOSUser | None:
-        claims = await verified_claims(self._authkit, connection, required=False)
+        claims = await verified_claims(self._auth, connection, required=False)
         if claims is None:
             return None
-        return await _load_user(self._authkit, connection, claims)
+        return await _load_user(self._auth.users, connection, claims)
 
 
 async def _load_user(
-    authkit: AuthKit, connection: HTTPConnection, claims: AccessTokenClaims
+    users: UserStore, connection: HTTPConnection, claims: AccessTokenClaims
 ) -> WorkOSUser:
     try:
-        return await authkit.users.load(claims.sub)
+        return await users.load(claims.sub)
     except UserNotFoundError as exc:
         logger.info("access token refused for user %s: %s", claims.sub, exc)
         raise _refuse(connection, str(exc)) from None
@@ -537,52 +688,64 @@ async def _load_user(
         ) from None
 
 
-class RequirePermissions(_Dependency):
+class _Requirement(_Dependency):
+    """A dependency that verifies the token, then answers 403 unless the claims pass `_refusal`.
+
+    Each subclass says only what it checks; the verification and the refusal live here once.
+    """
+
+    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
+        claims = await verified_claims(self._auth, connection, required=True)
+        assert claims is not None
+        refusal = self._refusal(claims)
+        if refusal is not None:
+            description, scope = refusal
+            raise _forbid(connection, description, scope)
+        return claims
+
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
+        """Why ``claims`` fall short, as (description, missing scope), or ``None`` if they pass."""
+        raise NotImplementedError
+
+
+class RequirePermissions(_Requirement):
     """Refuse with 403 unless the token grants every one of ``permissions``."""
 
-    def __init__(self, authkit: AuthKit, permissions: tuple[str, ...]) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, permissions: tuple[str, ...]) -> None:
+        super().__init__(auth)
         self.permissions = permissions
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         missing = [p for p in self.permissions if p not in claims.permissions]
         if missing:
-            raise _forbid(
-                connection, f"Missing permission: {', '.join(missing)}", " ".join(missing)
-            )
-        return claims
+            return f"Missing permission: {', '.join(missing)}", " ".join(missing)
+        return None
 
 
-class RequireRoles(_Dependency):
+class RequireRoles(_Requirement):
     """Refuse with 403 unless the token carries one of ``roles`` (in ``role`` or ``roles``)."""
 
-    def __init__(self, authkit: AuthKit, roles: tuple[str, ...]) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, roles: tuple[str, ...]) -> None:
+        super().__init__(auth)
         self.roles = roles
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         held = {*claims.roles, *([claims.role] if claims.role else [])}
         if not held.intersection(self.roles):
-            raise _forbid(connection, f"One of these roles is required: {', '.join(self.roles)}")
-        return claims
+            return f"One of these roles is required: {', '.join(self.roles)}", ""
+        return None
 
 
-class RequireOrganization(_Dependency):
+class RequireOrganization(_Requirement):
     """Refuse with 403 unless the session is scoped to an organization (a given one, if set)."""
 
-    def __init__(self, authkit: AuthKit, organization_id: str | None) -> None:
-        super().__init__(authkit)
+    def __init__(self, auth: BearerAuth, organization_id: str | None) -> None:
+        super().__init__(auth)
         self.organization_id = organization_id
 
-    async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
-        claims = await verified_claims(self._authkit, connection, required=True)
-        assert claims is not None
+    def _refusal(self, claims: AccessTokenClaims) -> tuple[str, str] | None:
         if claims.org_id is None:
-            raise _forbid(connection, "The session is not scoped to an organization")
+            return "The session is not scoped to an organization", ""
         if self.organization_id is not None and claims.org_id != self.organization_id:
-            raise _forbid(connection, "The session is scoped to another organization")
-        return claims
+            return "The session is scoped to another organization", ""
+        return None

@@ -27,13 +27,18 @@ class EventFailedError(AuthKitError):
     """An event could not be applied: its transaction was rolled back and the failure recorded
     in the ledger (status ``failed``), so a redelivery or `replay_failed` can process it later.
 
-    The original exception is chained as ``__cause__``.
+    The original exception is chained as ``__cause__``. ``recorded`` is False in the rare case
+    where writing the failure record failed too (the log says why): then the ledger does not
+    have it, and only a redelivery can bring the event back.
     """
 
-    def __init__(self, event_id: str, event_type: str, cause: BaseException) -> None:
+    def __init__(
+        self, event_id: str, event_type: str, cause: BaseException, *, recorded: bool = True
+    ) -> None:
         super().__init__(self._describe(event_id, event_type, cause))
         self.event_id = event_id
         self.event_type = event_type
+        self.recorded = recorded
 
     @staticmethod
     def _describe(event_id: str, event_type: str, cause: BaseException) -> str:

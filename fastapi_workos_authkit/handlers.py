@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -41,19 +40,25 @@ class HandlerRegistry:
 
 
 def call_in_worker(function: Callable[..., Any], *args: Any) -> Any:
-    """Call a sync or async ``function`` from a worker thread and return its result.
+    """Call a sync or async ``function`` from the thread that holds the transaction.
 
-    The database work runs in a worker thread (SQLModel sessions are synchronous); an async
-    handler is awaited on the event loop that started the thread, so it can use the app's async
-    clients while the worker keeps the transaction open.
+    The database work runs in a worker thread (SQLModel sessions are synchronous). An async
+    handler is awaited on the event loop that started the thread (``anyio.from_thread.run``), so
+    it can use the app's async clients; the thread waits, holding the transaction, until it
+    returns. The handler must use the session only through the object it is given, and never
+    from a task of its own that outlives it: the session is not safe for concurrent use.
+
+    Called outside an anyio worker thread (a script or a test calling the pipeline directly),
+    there is no app loop to borrow: the async handler runs on a short-lived loop of its own in
+    a helper thread (``anyio.from_thread.start_blocking_portal``), and this thread waits for it.
     """
     result = function(*args)
     if not inspect.isawaitable(result):
         return result
     if _in_worker_thread():
         return anyio.from_thread.run(_await, result)
-    # A plain script calling the pipeline directly: there is no loop to borrow.
-    return asyncio.run(_await(result))
+    with anyio.from_thread.start_blocking_portal() as portal:
+        return portal.call(_await, result)
 
 
 def _in_worker_thread() -> bool:

@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import anyio.to_thread
@@ -21,15 +21,12 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from ._clock import utcnow
 from .database import dialect_insert, guarded
 from .errors import AuthKitError, DatabaseUnavailableError
 from .tables import WorkOSLease
 
 logger = logging.getLogger("fastapi_workos_authkit")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class LeaseLostError(AuthKitError):
@@ -57,7 +54,7 @@ class Lease:
         *,
         holder: str | None = None,
         ttl: float = 60.0,
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         if ttl <= 0:
             raise ValueError("A lease needs a positive ttl in seconds")

@@ -1,50 +1,79 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
-Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`; user
-snapshots from just-in-time fetches go through `EventPipeline.apply_user_snapshot`, and backfill
-pages through `user_table.apply_users` with `run_handlers`. The rules live here and in
-`user_table` once:
+Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`;
+snapshots from just-in-time fetches and backfill pages go through `EventPipeline.apply_snapshots`
+(one object: `apply_snapshot`). Every write to the mirrored tables and the ledger happens here
+(the statements live in `mirror` and `ledger`); the recovery jobs only fetch, page, hold their
+lease and report. The rules live here and in `mirror`, once for every kind (users,
+organizations, memberships, sessions):
 
 * exactly one effect per event id (the ledger row is the claim);
-* per user, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
-* a deleted user leaves a tombstone, and no later create or update brings it back;
-* user-event handlers follow the *effective* change: an insert runs ``user.created`` handlers, an
-  update ``user.updated``, a removal ``user.deleted``; no change, no user-event handler.
+* per object, the newest ``updated_at`` wins and an equal or older snapshot changes nothing;
+* a deleted object leaves a tombstone, and no later create or update brings it back;
+* an ended session never becomes active again;
+* handlers follow the *effective* change: an insert runs ``*.created`` handlers, an update
+  ``*.updated``, a removal ``*.deleted``, a session becoming revoked ``session.revoked``; no
+  change, no handler.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Table, event, update
+from sqlalchemy import Engine, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from ._clock import utcnow
 from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
-from .errors import DatabaseUnavailableError, EventFailedError, HandlerError
-from .events import DeletedUser, Event, User
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    EventFailedError,
+    HandlerError,
+    InvalidEventError,
+)
+from .events import AuthSession, Event, User, parse_event
 from .handlers import HandlerRegistry, call_in_worker
-from .tables import EventStatus, WorkOSEventRecord, utcnow
-from .user_table import HANDLERS_FOR_EFFECT, Effect, apply_user, apply_user_deletion
+from .ledger import (
+    count_failed_attempt,
+    delete_processed,
+    describe_failure,
+    insert_invalid,
+    ledger_id,
+    ledger_row,
+    ledger_table,
+    upsert_failure,
+)
+from .mirror import (
+    OPTIONAL_KINDS,
+    SESSION,
+    USER,
+    Effect,
+    MirrorKind,
+    apply_deletion,
+    apply_snapshot,
+    apply_snapshots,
+    kind_named,
+    kind_of_event,
+    prune_tombstones,
+    revoked,
+)
+from .tables import EventStatus, WorkOSEventRecord
 
 logger = logging.getLogger("fastapi_workos_authkit")
-
-_MAX_ERROR_LENGTH = 2000
 
 
 class _Claim(StrEnum):
     NEW = "new"
     RETRY = "retry"
     DUPLICATE = "duplicate"
-
-
-def _ledger() -> Table:
-    return WorkOSEventRecord.__table__  # type: ignore[attr-defined, no-any-return]
 
 
 class Outcome(StrEnum):
@@ -62,6 +91,15 @@ class Result:
     effect: Effect
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """What `EventPipeline.prune` deleted, and the event-time bound it respected."""
+
+    events: int
+    tombstones: int
+    bound: datetime | None
+
+
 class SyncSession(Session):
     """The session handlers receive. It refuses ``commit()``, ``rollback()`` and ``close()``
     while handlers run: the pipeline commits once, after the ledger, the user table and every
@@ -72,6 +110,13 @@ class SyncSession(Session):
     """
 
     in_handlers = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # On this session only: a listener on a class (or registered at import) would reach
+        # sessions the package does not own, and an engine-wide one would make the app's reads
+        # take SQLite's write lock too. An app's own engine still gets the lock where we write.
+        event.listen(self, "after_begin", begin_immediate)
 
     def commit(self) -> None:
         self._refuse_in_handlers("commit")
@@ -95,36 +140,6 @@ class SyncSession(Session):
             )
 
 
-event.listen(SyncSession, "after_begin", begin_immediate)
-
-
-def describe_failure(cause: BaseException) -> str:
-    """What the ledger keeps of a failure: the type and message, without SQL or parameters.
-
-    A database error's full text carries the statement and its parameters (emails, names), so
-    only the driver's first line is kept.
-    """
-    if isinstance(cause, SQLAlchemyError):
-        original = getattr(cause, "orig", None)
-        lines = str(original if original is not None else "").strip().splitlines()
-        message = lines[0] if lines else ""
-    else:
-        message = str(cause)
-    return f"{type(cause).__name__}: {message}"[:_MAX_ERROR_LENGTH]
-
-
-def subject_of(event: Event[Any]) -> str | None:
-    """The id an event is about, for the ledger: the user for user events, else the data's id."""
-    data = event.data
-    if isinstance(data, User | DeletedUser):
-        return data.id
-    if isinstance(data, dict):
-        value = data.get("id")
-        return value if isinstance(value, str) else None
-    value = getattr(data, "id", None)
-    return value if isinstance(value, str) else None
-
-
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     """The event handlers receive for a user snapshot (a REST fetch has no WorkOS event).
 
@@ -137,21 +152,17 @@ def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
     )
 
 
-def _ledger_row(
-    event: Event[Any], payload: dict[str, Any], source: str, status: EventStatus
-) -> dict[str, Any]:
-    """A first-attempt ledger row for ``event``."""
-    return {
-        "id": event.id,
-        "event_type": event.event,
-        "subject_id": subject_of(event),
-        "source": source,
-        "status": status.value,
-        "attempts": 1,
-        "event_created_at": event.created_at,
-        "received_at": utcnow(),
-        "payload": payload,
-    }
+def snapshot_of(obj: Any, event_type: str, source: str) -> Event[Any]:
+    """The event handlers receive for a snapshot of any kind (`snapshot_event` for users).
+
+    Its id is ``{source}_{object id}_{updated_at in ms}`` (0 when the object has no
+    ``updated_at``), the same for the same snapshot.
+    """
+    updated_at = getattr(obj, "updated_at", None) or datetime.fromtimestamp(0, UTC)
+    stamp = int(updated_at.timestamp() * 1000)
+    return Event[Any](
+        id=f"{source}_{obj.id}_{stamp}", event=event_type, data=obj, created_at=updated_at
+    )
 
 
 class EventPipeline:
@@ -161,9 +172,14 @@ class EventPipeline:
         self,
         engine: Callable[[], Engine],
         handlers: HandlerRegistry,
+        *,
+        mirror: Iterable[str] = OPTIONAL_KINDS,
     ) -> None:
         self._engine = engine
         self._handlers = handlers
+        self.mirrored: frozenset[str] = frozenset({USER.name, *mirror})
+        """The kinds whose tables this pipeline writes (users always); the events of any
+        other kind only run their own type's handlers."""
 
     def process(self, event: Event[Any], payload: dict[str, Any], *, source: str) -> Result:
         """Apply ``event`` once; a second delivery of the same id returns `Outcome.DUPLICATE`.
@@ -183,7 +199,7 @@ class EventPipeline:
                 effect = self._apply(session, event)
                 self.run_handlers(session, event, effect)
                 if claim is _Claim.RETRY:
-                    table = _ledger()
+                    table = ledger_table()
                     session.execute(
                         update(table)
                         .where(table.c.id == event.id)
@@ -201,32 +217,141 @@ class EventPipeline:
                 # The handler's own query met a database that is down: the same as any outage
                 # (503, retried), and there is no reaching the ledger to record it anyway.
                 raise DatabaseUnavailableError("The database is unavailable") from cause
-            self._record_failure(event, payload, source, cause)
+            exc.recorded = self._record_failure(event, payload, source, cause, by_handler=True)
             raise
         except SQLAlchemyError as exc:
             # A poison event (a value a column cannot hold, say): record it, so the Events API
             # cursor can move past it and `replay_failed` or an operator can deal with it.
-            self._record_failure(event, payload, source, exc)
-            raise EventFailedError(event.id, event.event, exc) from exc
+            recorded = self._record_failure(event, payload, source, exc, by_handler=False)
+            raise EventFailedError(event.id, event.event, exc, recorded=recorded) from exc
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
         return Result(Outcome.PROCESSED, effect)
 
     def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
-        """Apply a user fetched from the REST API (just in time, backfill) and run its handlers.
+        """Apply a user fetched from the REST API just in time and run its handlers.
 
-        The same rules as events: newest ``updated_at`` wins, tombstones are respected. The
-        handlers of the effective change run in the transaction (an insert runs ``user.created``
-        handlers) with a synthetic event ``{source}_{user id}_{updated_at ms}``; nothing goes to
-        the ledger, since no WorkOS event id exists. Raises `HandlerError` (rolled back) and
-        `DatabaseUnavailableError` like `process`. Synchronous: call it from a worker thread.
+        `apply_snapshot` for the user kind. Synchronous: call it from a worker thread.
         """
+        return self.apply_snapshot(USER.name, user, source=source)
+
+    def apply_snapshot(self, kind: str, obj: Any, *, source: str = "snapshot") -> Effect:
+        """Apply one object of ``kind`` fetched from the REST API, and run its handlers.
+
+        `apply_snapshots` for one object. Synchronous: call it from a worker thread.
+        """
+        return self.apply_snapshots([obj], kind=kind, source=source)[0]
+
+    def apply_snapshots(
+        self,
+        objects: Sequence[Any],
+        *,
+        source: str,
+        kind: str = USER.name,
+        run_handlers: bool = True,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> list[Effect]:
+        """Apply objects of one kind fetched from the REST API in one transaction; return each
+        one's effect.
+
+        ``kind`` is a `mirror.KINDS` name (``"user"``, ``"organization"``,
+        ``"organization_membership"``, ``"session"``) and ``objects`` instances of its model
+        (`User`, `Organization`, `OrganizationMembership`, `AuthSession`). The rules are the
+        events' (`mirror`): newest ``updated_at`` wins, tombstones hold, a session's end is
+        terminal. With ``run_handlers``, the handlers of each effective change run in the
+        transaction (an insert runs ``*.created`` handlers) with a synthetic event
+        ``{source}_{object id}_{updated_at ms}``; nothing goes to the ledger, since no WorkOS
+        event id exists. ``before_commit`` runs last in the same transaction: a backfill writes
+        its cursor there and checks that its lease is still its own, so a page and its cursor
+        commit together or not at all, and one commit per page (not per object) is what lets a
+        backfill keep up with WorkOS's rate limit.
+
+        Raises `ConfigurationError` for a kind this pipeline does not mirror, `InvalidEventError`
+        for an object its table cannot hold (before any write), `HandlerError` (rolled back,
+        nothing recorded), whatever ``before_commit`` raises, and `DatabaseUnavailableError`.
+        Synchronous: call it from a worker thread.
+        """
+        mirror_kind = self._mirrored_kind(kind)
         with self._transaction() as session:
-            effect = apply_user(session, user)
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is not None:
-                self.run_handlers(session, snapshot_event(user, handler_type, source), effect)
+            effects = apply_snapshots(session, mirror_kind, list(objects))
+            if run_handlers:
+                for obj, effect in zip(objects, effects, strict=True):
+                    handler_type = mirror_kind.handlers.get(effect)
+                    if handler_type is not None:
+                        event = snapshot_of(obj, handler_type, source)
+                        self.run_handlers(session, event, effect)
+            if before_commit is not None:
+                before_commit(session)
             session.commit()
-        return effect
+        return effects
+
+    def _mirrored_kind(self, name: str) -> MirrorKind:
+        kind = kind_named(name)
+        if kind.name not in self.mirrored:
+            raise ConfigurationError(
+                f"{kind.name} objects are not mirrored by this app: add {kind.name!r} to "
+                "AuthKit(mirror=...) to store them"
+            )
+        return kind
+
+    def record_invalid(self, payload: dict[str, Any], error: str, *, source: str) -> bool:
+        """Keep an event that cannot be processed as a failed ledger row (never drop it).
+
+        ``payload`` must already be storable (see `untrusted_json.clean_json`). Returns False if
+        even that row could not be written although the database answers; an outage raises
+        `DatabaseUnavailableError`. Synchronous: call it from a worker thread.
+        """
+        try:
+            with unavailable_as_error(), Session(self._engine()) as session:
+                insert_invalid(session, payload, error, source)
+                session.commit()
+        except SQLAlchemyError as exc:
+            logger.error(
+                "event %s from %s: recording it as failed did not work either (%s)",
+                ledger_id(str(payload.get("id"))),
+                source,
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    def retry(self, record: WorkOSEventRecord) -> None:
+        """Process a failed ledger event again from its stored payload (source ``replay``).
+
+        A failure of the event or its handlers is recorded by `process` as usual; a payload
+        that is not a valid event counts one more failed attempt, with the reason. Raises
+        `DatabaseUnavailableError` only. Synchronous: call it from a worker thread.
+        """
+        try:
+            event = parse_event(record.payload)
+        except InvalidEventError as exc:
+            with unavailable_as_error(), Session(self._engine()) as session:
+                count_failed_attempt(session, record.id, f"InvalidEventError: {exc}")
+                session.commit()
+            return
+        with suppress(EventFailedError):
+            self.process(event, record.payload, source="replay")
+
+    def prune(
+        self,
+        *,
+        events_before: datetime,
+        tombstones_before: datetime,
+        bound: Callable[[Session], datetime | None],
+    ) -> Pruned:
+        """Delete processed ledger rows and tombstones older than their cut-offs, in one
+        transaction; failed ledger rows stay for `replay_failed`.
+
+        ``bound`` runs first in the same transaction and returns an event time (or ``None``):
+        nothing from an event created at or after it is deleted, since the Events API sync may
+        still replay that event. Synchronous: call it from a worker thread.
+        """
+        with unavailable_as_error(), Session(self._engine()) as session:
+            limit = bound(session)
+            events = delete_processed(session, before=events_before, bound=limit)
+            cutoff = tombstones_before if limit is None else min(tombstones_before, limit)
+            tombstones = sum(prune_tombstones(session, cutoff).values())
+            session.commit()
+        return Pruned(events=events, tombstones=tombstones, bound=limit)
 
     @contextmanager
     def _transaction(self) -> Iterator[SyncSession]:
@@ -242,8 +367,8 @@ class EventPipeline:
         # same id blocks on it until we finish; on SQLite it takes the write lock up front.
         # The row says "processed" at once: nobody sees it before we commit, and if a handler
         # fails the whole transaction rolls back and the failure is recorded separately.
-        table = _ledger()
-        row = _ledger_row(event, payload, source, EventStatus.PROCESSED)
+        table = ledger_table()
+        row = ledger_row(event, payload, source, EventStatus.PROCESSED)
         inserted = session.execute(
             dialect_insert(session, table)
             .values(**row, processed_at=row["received_at"])
@@ -259,29 +384,40 @@ class EventPipeline:
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
+        # Dispatch on the type's family (user., organization., organization_membership.,
+        # session.) to the kind's rules in `mirror`; a kind turned off, or a type that is no
+        # change to a table (user.password_reset, organization_domain.*), changes nothing.
+        kind = kind_of_event(event.event)
+        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+            return Effect.UNCHANGED
         data = event.data
-        if isinstance(data, DeletedUser):
-            return apply_user_deletion(
-                session, data.id, deleted_at=event.created_at, event_id=event.id
+        if event.event.endswith(".deleted"):
+            return apply_deletion(
+                session, kind, data.id, deleted_at=event.created_at, event_id=event.id
             )
-        if isinstance(data, User) and event.event in ("user.created", "user.updated"):
-            return apply_user(session, data)
-        return Effect.UNCHANGED
+        if kind is SESSION and event.event == "session.revoked":
+            assert isinstance(data, AuthSession)
+            data = revoked(data)
+        return apply_snapshot(session, kind, data)
 
     def run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
         """Run the app's handlers for ``event`` inside ``session``'s transaction.
 
-        User events run the handlers of their effective change (`HANDLERS_FOR_EFFECT`), and
-        none when nothing changed; any other event runs its own type's handlers. A handler that
-        raises becomes `HandlerError`; the caller rolls back.
+        An event of a mirrored kind (users, and organizations, memberships and sessions unless
+        turned off) runs the handlers of its effective change (``kind.handlers``: an insert
+        runs ``*.created``, an update ``*.updated``, a removal ``*.deleted``, a session stored
+        as revoked ``session.revoked``) and none when nothing changed; any other event, and
+        every event of a kind turned off, runs its own type's handlers. A handler that raises
+        becomes `HandlerError`; the caller rolls back.
         """
-        if event.event.startswith("user."):
-            handler_type = HANDLERS_FOR_EFFECT.get(effect)
-            if handler_type is None and event.event in HANDLERS_FOR_EFFECT.values():
-                return  # a duplicate, stale or resurrecting user event changes nothing
-            handler_type = handler_type or event.event
-        else:
-            handler_type = event.event
+        handler_type = event.event
+        kind = kind_of_event(event.event)
+        if kind is not None and kind.name in self.mirrored:
+            effective = kind.handlers.get(effect)
+            if effective is not None:
+                handler_type = effective
+            elif event.event in kind.handler_types():
+                return  # a duplicate, stale or resurrecting event changes nothing
         session.in_handlers = True
         try:
             for handler in self._handlers.for_type(handler_type):
@@ -293,34 +429,38 @@ class EventPipeline:
             session.in_handlers = False
 
     def _record_failure(
-        self, event: Event[Any], payload: dict[str, Any], source: str, cause: BaseException
-    ) -> None:
+        self,
+        event: Event[Any],
+        payload: dict[str, Any],
+        source: str,
+        cause: BaseException,
+        *,
+        by_handler: bool,
+    ) -> bool:
+        """Write the failure to the ledger in its own transaction; False if that failed too."""
         error = describe_failure(cause)
+        # Say what really failed: an app handler, or storing the event (no handler blamed then).
+        what = "a handler raised" if by_handler else "it could not be stored"
         logger.error(
-            "handler failed for event %s (%s): %s; the transaction was rolled back",
+            "event %s (%s) failed, %s: %s; the transaction was rolled back",
             event.id,
             event.event,
+            what,
             type(cause).__name__,
         )
-        logger.debug("handler failure for event %s", event.id, exc_info=cause)
-        table = _ledger()
+        logger.debug("failure of event %s", event.id, exc_info=cause)
         try:
             with Session(self._engine()) as session:
-                statement = dialect_insert(session, table).values(
-                    **_ledger_row(event, payload, source, EventStatus.FAILED), last_error=error
-                )
-                # Never overwrite a success: a concurrent delivery may have processed it meanwhile.
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["id"],
-                        set_={
-                            "status": EventStatus.FAILED.value,
-                            "attempts": table.c.attempts + 1,
-                            "last_error": error,
-                        },
-                        where=table.c.status != EventStatus.PROCESSED.value,
-                    )
-                )
+                row = ledger_row(event, payload, source, EventStatus.FAILED)
+                upsert_failure(session, row, error)
                 session.commit()
-        except SQLAlchemyError:
-            logger.warning("could not record the failure of event %s in the ledger", event.id)
+        except SQLAlchemyError as exc:
+            logger.error(
+                "event %s (%s): recording the failure in the ledger failed too (%s), so the "
+                "ledger does not have it",
+                event.id,
+                event.event,
+                type(exc).__name__,
+            )
+            return False
+        return True

@@ -1,8 +1,9 @@
 """Auth-config providers: who may issue access tokens, and where their signing keys live.
 
 One list serves two readers. `auth_config_providers()` hands it to other services in the shape
-Convex's ``auth.config.ts`` uses (SPEC §4), and the token verifier is built from the very same
-list: its issuer allow-list, its JWKS URLs and its audience. Change the list, and both follow.
+Convex's ``auth.config.ts`` uses (``type, issuer, algorithm, jwks, applicationID``), and the token
+verifier is built from the very same list: its issuer allow-list, its JWKS URLs and its audience.
+Change the list, and both follow.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ ProviderLike = AuthProvider | Mapping[str, Any]
 
 
 def workos_providers(client_id: str, api_hostname: str, api_base_url: str) -> list[AuthProvider]:
-    """The two providers of one WorkOS client, in the seed's order and shape (SPEC §4).
+    """The two providers of one WorkOS client: the bare host issuer, then ``/user_management/``.
 
     ``api_hostname`` names the issuer host (``api.workos.com`` or a custom auth domain; a
     scheme and trailing slash are tolerated). ``api_base_url`` is where the JWKS is fetched
@@ -125,7 +126,7 @@ def coerce_providers(providers: Iterable[ProviderLike]) -> tuple[AuthProvider, .
 def auth_config_providers(
     client_id: str | None = None, api_hostname: str | None = None
 ) -> list[dict[str, str]]:
-    """The auth-config providers for a WorkOS client, in the seed's shape (SPEC §4).
+    """The auth-config providers for a WorkOS client, in the shape Convex's auth config uses.
 
     Needs only the client id (``WORKOS_CLIENT_ID``), never a secret. ``api_hostname`` falls back
     to ``WORKOS_API_HOSTNAME``, then ``api.workos.com``; a custom auth domain replaces the host

@@ -46,7 +46,8 @@ class SyncEventsResult:
 
     ``ran`` is false when another instance holds the lease (``lease_holder`` says who).
     ``failed`` events were recorded as failed in the ledger and the cursor moved past them:
-    `replay_failed` picks them up.
+    `replay_failed` picks them up. ``failed_event_ids`` are their ledger ids (an id too long for
+    the ledger is recorded under `ledger_id`'s shortened form).
     """
 
     ran: bool = True

@@ -1,4 +1,4 @@
-"""The ``WorkOS-Signature`` scheme shared by webhooks and Actions (SPEC §1).
+"""The ``WorkOS-Signature`` scheme shared by webhooks and Actions (HMAC-SHA256, ms timestamps).
 
 Header: ``t=<unix milliseconds>, v1=<hex HMAC-SHA256>``; the signed string is the ``t`` value as
 sent, a ``.``, then the raw body bytes. Verification never parses JSON: a re-serialised body

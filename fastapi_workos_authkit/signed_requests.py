@@ -6,16 +6,17 @@ payload; everything before that is here, so the two can never drift apart.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from fastapi import HTTPException, Request, status
+from starlette.requests import ClientDisconnect
 
 from .body import read_limited_body
 from .config import Clock
 from .errors import SignatureError
 from .signatures import SIGNATURE_HEADER, verify_signature
+from .untrusted_json import UnsafeJSONError, decode_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -54,20 +55,35 @@ async def read_signed_json(
 
     Answers (raises `HTTPException`) 401 for a missing or bad signature or a stale timestamp,
     413 for a body over ``max_body_size`` (refused before it is all read), and 400 for a body
-    that verifies but is not JSON. ``route`` names the route in the logs.
+    that verifies but is not JSON, is JSON nested deeper than `MAX_JSON_DEPTH` or holds a
+    non-finite number, or that the client stopped sending half-way. Lone surrogates and NUL
+    characters in strings come back replaced with U+FFFD (see `untrusted_json`). ``route``
+    names the route in the logs, which never include the body.
     """
     header = request.headers.get(SIGNATURE_HEADER)
     if not header:
         logger.warning("%s refused: the WorkOS-Signature header is missing", route)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "WorkOS-Signature header is missing")
-    body = await read_limited_body(request, max_body_size)
+    try:
+        body = await read_limited_body(request, max_body_size)
+    except ClientDisconnect:
+        # The sender hung up mid-body: a delivery that never arrived, not a server fault. The
+        # answer goes nowhere; WorkOS retries a webhook that got no 2xx.
+        logger.warning("%s refused: the client disconnected before sending the whole body", route)
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "The client disconnected before sending the whole body"
+        ) from None
     try:
         verify_signature(body, header, secret, tolerance=tolerance, now=clock)
     except SignatureError as exc:
         logger.warning("%s refused: %s", route, exc)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
     try:
-        return json.loads(body)
+        return decode_json(body)
+    except UnsafeJSONError as exc:
+        # The message gives the reason only, never the body.
+        logger.warning("%s refused: %s", route, exc)
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except ValueError:
         logger.warning("%s refused: the body is not valid JSON", route)
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Body is not valid JSON") from None

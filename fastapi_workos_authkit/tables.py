@@ -40,11 +40,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(UTC)
-
-
 def _timestamp(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(
         default=None if nullable else ...,
@@ -122,6 +117,105 @@ class WorkOSUserTombstone(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=64)
 
 
+class WorkOSOrganization(SQLModel, table=True):
+    """A WorkOS organization, mirrored from ``organization.*`` events, backfill or a fetch.
+
+    The primary key is the WorkOS organization id (``org_...``). ``domains`` is the list WorkOS
+    sends, as sent (each item an ``organization_domain`` object). The organization's metadata is
+    the ``organization_metadata`` attribute (SQLAlchemy reserves ``metadata``), stored in a column
+    named ``metadata``. No foreign key points here or from here: events arrive in any order.
+    """
+
+    __tablename__ = "workos_organizations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str | None = Field(default=None, sa_column=Column(Text))
+    external_id: str | None = Field(default=None, index=True)
+    domains: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    organization_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSON, nullable=False),
+        alias="metadata",
+        schema_extra={"serialization_alias": "metadata"},
+    )
+    created_at: datetime | None = _timestamp(nullable=True)
+    updated_at: datetime = _timestamp()
+
+
+class WorkOSOrganizationMembership(SQLModel, table=True):
+    """A user's membership of an organization, mirrored from ``organization_membership.*``.
+
+    ``status`` is ``active``, ``inactive`` or ``pending`` as WorkOS sends it; ``role`` is the
+    primary role's slug and ``roles`` the list of every role slug. A membership may be stored
+    before its user and its organization: there are no foreign keys between mirrored tables.
+    Look one up by ``(user_id, organization_id)`` with `mirror.get_membership`.
+    """
+
+    __tablename__ = "workos_organization_memberships"
+    __table_args__ = (
+        Index("ix_workos_organization_memberships_user_org", "user_id", "organization_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    organization_id: str = Field(max_length=64, index=True)
+    status: str | None = Field(default=None, max_length=32)
+    role: str | None = None
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    directory_managed: bool | None = None
+    custom_attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime | None = _timestamp(nullable=True)
+    updated_at: datetime = _timestamp()
+
+
+class SessionStatus(StrEnum):
+    """A mirrored session's status. ``expired`` and ``revoked`` are terminal."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class WorkOSSession(SQLModel, table=True):
+    """A WorkOS sign-in session (the token's ``sid``), mirrored from ``session.*`` events.
+
+    ``status`` is ``active``, ``expired`` or ``revoked``; once a session is mirrored as expired
+    or revoked it never becomes active again. ``impersonator`` is the object WorkOS sends (or
+    ``None``). Sessions are never tombstoned: `mirror.prune_ended_sessions` removes ended ones.
+    """
+
+    __tablename__ = "workos_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    organization_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=32)
+    auth_method: str | None = None
+    impersonator: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    ip_address: str | None = Field(default=None, sa_column=Column(Text))
+    user_agent: str | None = Field(default=None, sa_column=Column(Text))
+    expires_at: datetime | None = _timestamp(nullable=True)
+    ended_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime | None = _timestamp(nullable=True)
+    updated_at: datetime | None = _timestamp(nullable=True)
+
+
+class WorkOSTombstone(SQLModel, table=True):
+    """A deleted organization or membership id, by kind (``organization``,
+    ``organization_membership``). Creates and updates for it are ignored, so no late event or
+    snapshot brings it back. Users keep their own table, `WorkOSUserTombstone`.
+    """
+
+    __tablename__ = "workos_tombstones"
+
+    kind: str = Field(primary_key=True, max_length=32)
+    id: str = Field(primary_key=True, max_length=64)
+    deleted_at: datetime = _timestamp(index=True)
+    event_id: str | None = Field(default=None, max_length=64)
+
+
 class WorkOSSyncState(SQLModel, table=True):
     """Small named values the reconcilers persist: cursors, progress."""
 
@@ -149,5 +243,9 @@ TABLES = (
     WorkOSUserTombstone.__table__,  # type: ignore[attr-defined]
     WorkOSSyncState.__table__,  # type: ignore[attr-defined]
     WorkOSLease.__table__,  # type: ignore[attr-defined]
+    WorkOSOrganization.__table__,  # type: ignore[attr-defined]
+    WorkOSOrganizationMembership.__table__,  # type: ignore[attr-defined]
+    WorkOSSession.__table__,  # type: ignore[attr-defined]
+    WorkOSTombstone.__table__,  # type: ignore[attr-defined]
 )
 """The package's tables, for ``SQLModel.metadata.create_all(engine, tables=TABLES)``."""

@@ -1,4 +1,4 @@
-"""AuthKit access tokens (SPEC §4): the JWKS key source, verification and the verified-token cache.
+"""AuthKit access tokens (RS256 JWTs): the JWKS key source, verification and the token cache.
 
 Nothing here knows about HTTP requests; `dependencies` maps the exceptions to RFC 6750 answers.
 
@@ -8,11 +8,18 @@ Nothing here knows about HTTP requests; `dependencies` maps the exceptions to RF
   already has. An unknown ``kid`` triggers one refetch behind a lock, throttled by a cooldown so
   a flood of random ``kid`` values costs at most one fetch per cooldown; cached keys keep being
   served when a refetch fails.
-* Signatures are checked by python-jose with its ``cryptography`` backend. The algorithm is
-  pinned to RS256 here and never taken from the token.
+  A JWKS document is read entry by entry: an entry that cannot be a key is skipped and logged,
+  the others are kept; a document that cannot be read at all, or holds no usable key, is a
+  failed refresh. A failed refresh, whatever WorkOS answered, is logged and never raised.
+* A token is parsed strictly before anything else: three segments of canonical, unpadded
+  base64url (python-jose is lenient, and a lenient decoder makes many strings of one token),
+  UTF-8 JSON objects of bounded depth, no ``crit`` header (RFC 7515 §4.1.11: we implement no
+  extension, so a token that demands one is refused).
+* Signatures are checked by python-jose's ``cryptography`` backend key, over the exact bytes
+  parsed above. The algorithm is pinned to RS256 here and never taken from the token.
 * Claims are checked against an injectable clock with a bounded leeway; ``exp``, ``iat`` and
-  ``nbf`` must be finite numbers (JSON parsers accept ``NaN`` and ``Infinity``, and an infinite
-  ``exp`` would never expire).
+  ``nbf`` must be finite JSON numbers (not strings, not booleans: JSON parsers accept ``NaN``
+  and ``Infinity``, and an infinite ``exp`` would never expire).
 * A verified token is remembered, keyed by its exact string, until its ``exp``: the hot path
   of an authenticated request is one dict lookup.
 """
@@ -25,18 +32,20 @@ import binascii
 import contextlib
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from jose import jwk, jws
+from jose import jwk
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Clock
+from .config import MAX_LEEWAY as MAX_LEEWAY  # re-exported: declared with the option
+from .config import Clock, TokenSettings, default_token_settings
 from .errors import AuthKitError, ConfigurationError
 from .providers import AuthProvider
 
@@ -44,9 +53,6 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 ALGORITHM = "RS256"
 """The only signing algorithm accepted: WorkOS signs access tokens with RS256."""
-
-MAX_LEEWAY = 300.0
-"""The largest accepted clock leeway, in seconds; more would make ``exp`` meaningless."""
 
 COLD_RETRY_SECONDS = 5.0
 """While no key was ever fetched, refetches are at most this far apart (or the cooldown)."""
@@ -64,6 +70,68 @@ class InvalidTokenError(AuthKitError):
 
 class KeysUnavailableError(AuthKitError):
     """No signing key could be obtained because the JWKS endpoint is unreachable (answer 503)."""
+
+
+NumericDate = Annotated[float, Field(strict=True)]
+"""A JWT NumericDate: a JSON number (an int or a float), never a string or a boolean.
+
+Lax validation would read ``"9999999999"`` or ``true`` as a time; RFC 7519 §2 says a number.
+"""
+
+
+class _JWKSDocumentError(Exception):
+    """A JWKS response could not be used: not JSON, no ``keys`` list, or no usable key.
+
+    Raised inside the key source only; a refresh that meets it is logged and counted as failed.
+    """
+
+
+class _SkippedEntry(Exception):
+    """One JWKS entry that yields no RS256 key; ``broken`` when it claims to be one."""
+
+    def __init__(self, kid: str | None, reason: str, *, broken: bool) -> None:
+        super().__init__(reason)
+        self.kid = kid
+        self.reason = reason
+        self.broken = broken
+
+
+# A JWK's n and e (RFC 7518 §6.3.1): base64url. The document comes from WorkOS, not a client, so
+# padding is tolerated here; other characters would be silently dropped by python-jose's decoder.
+_JWK_NUMBER = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_MAX_LOGGED_KID = 64  # a kid is logged (repr) to say which entry; bound what an entry can print
+
+
+def _read_entry(entry: object) -> tuple[str, Key]:
+    """The ``(kid, key)`` of one JWKS entry, or `_SkippedEntry` saying why it has none.
+
+    Only the public members ``n`` and ``e`` are handed to python-jose, as base64url strings
+    checked here: given anything else it raises ``TypeError`` or ``ValueError`` from deep
+    inside, and given a private member (``d``) it would build a private key.
+    """
+    if not isinstance(entry, dict):
+        raise _SkippedEntry(None, "the entry is not a JSON object", broken=True)
+    raw_kid = entry.get("kid")
+    kid = raw_kid[:_MAX_LOGGED_KID] if isinstance(raw_kid, str) else None
+    if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+        raise _SkippedEntry(kid, "not an RSA signing key", broken=False)
+    if entry.get("alg", ALGORITHM) != ALGORITHM:
+        raise _SkippedEntry(kid, f"not an {ALGORITHM} key", broken=False)
+    if not isinstance(raw_kid, str) or not raw_kid:
+        raise _SkippedEntry(kid, "the entry has no 'kid'", broken=True)
+    for member in ("n", "e"):
+        value = entry.get(member)
+        if not isinstance(value, str) or not _JWK_NUMBER.fullmatch(value):
+            raise _SkippedEntry(
+                kid, f"'{member}' is missing or not a base64url string", broken=True
+            )
+    public = {"kty": "RSA", "kid": raw_kid, "n": entry["n"], "e": entry["e"]}
+    try:
+        key = jwk.construct(public, ALGORITHM)
+    except (JOSEError, ValueError, TypeError) as exc:
+        # The numbers decode but make no RSA key (a modulus of a few bits, e < 3...).
+        raise _SkippedEntry(kid, f"not a valid RSA public key ({exc})", broken=True) from None
+    return raw_kid, key
 
 
 class Actor(BaseModel):
@@ -106,47 +174,12 @@ class AccessTokenClaims(BaseModel):
     entitlements: list[str] = Field(default_factory=list)
     feature_flags: list[str] = Field(default_factory=list)
     act: Actor | None = None
-    exp: float
-    iat: float | None = None
-    nbf: float | None = None
+    exp: NumericDate
+    iat: NumericDate | None = None
+    nbf: NumericDate | None = None
     jti: str | None = None
     iss: str
     aud: str | list[str] | None = None
-
-
-@dataclass(frozen=True)
-class TokenOptions:
-    """Tuning of the verifier. Every value is an `AuthKit` option of the same name.
-
-    Attributes:
-        token_leeway: Clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds (0-300).
-        jwks_cache_ttl: How long a fetched JWKS is trusted before a refresh, in seconds.
-        jwks_refetch_cooldown: The least time between two JWKS fetches, in seconds: a flood of
-            unknown ``kid`` values costs at most one fetch per cooldown.
-        token_cache_size: How many verified tokens are remembered (least recently used go first);
-            0 disables the cache.
-        jwks_timeout: Timeout of one JWKS request, in seconds.
-    """
-
-    token_leeway: float = 10.0
-    jwks_cache_ttl: float = 600.0
-    jwks_refetch_cooldown: float = 30.0
-    token_cache_size: int = 10_000
-    jwks_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.token_leeway <= MAX_LEEWAY:
-            raise ConfigurationError(
-                f"token_leeway must be between 0 and {MAX_LEEWAY:.0f} seconds "
-                f"(got {self.token_leeway})."
-            )
-        if self.jwks_cache_ttl <= 0 or self.jwks_refetch_cooldown < 0 or self.jwks_timeout <= 0:
-            raise ConfigurationError(
-                "jwks_cache_ttl and jwks_timeout must be positive and jwks_refetch_cooldown "
-                "must not be negative (seconds)."
-            )
-        if self.token_cache_size < 0:
-            raise ConfigurationError("token_cache_size must be 0 or more.")
 
 
 class JWKSKeySource:
@@ -165,7 +198,7 @@ class JWKSKeySource:
         *,
         transport: httpx.AsyncBaseTransport | None,
         clock: Clock,
-        options: TokenOptions,
+        options: TokenSettings,
     ) -> None:
         self.url = url
         self._transport = transport
@@ -230,7 +263,7 @@ class JWKSKeySource:
             and self._clock() - attempted < self._options.jwks_refetch_cooldown
         ):
             return  # throttled: refresh() would return at once, so spare the task
-        self._background = loop.create_task(self.refresh())
+        self._background = loop.create_task(self._refresh_or_warn())
 
     @property
     def refreshing(self) -> bool:
@@ -266,11 +299,12 @@ class JWKSKeySource:
             self._attempted_at = now
             try:
                 keys = await self._fetch()
-            except (httpx.HTTPError, ValueError, JOSEError) as exc:
+            except (httpx.HTTPError, _JWKSDocumentError) as exc:
+                reason = str(exc) if isinstance(exc, _JWKSDocumentError) else type(exc).__name__
                 logger.warning(
                     "could not fetch the JWKS from %s (%s); %s",
                     self.url,
-                    type(exc).__name__,
+                    reason,
                     f"keeping {len(self._keys)} cached key(s)" if self._keys else "no key cached",
                 )
                 return False
@@ -278,6 +312,24 @@ class JWKSKeySource:
             self._keys = keys
             self._fetched_at = self._clock()
             return changed
+
+    async def _refresh_or_warn(self, *, force: bool = False) -> bool:
+        """`refresh` for callers nobody awaits for an answer: start-up and the background task.
+
+        `refresh` already turns every failure of WorkOS or of its document into a warning. This
+        also catches what nobody foresaw, so that start-up still completes and a background task
+        never ends with an exception that nobody retrieves; the traceback is logged.
+        """
+        try:
+            return await self.refresh(force=force)
+        except Exception:
+            logger.warning(
+                "the JWKS refresh from %s failed unexpectedly; %s",
+                self.url,
+                f"keeping {len(self._keys)} cached key(s)" if self._keys else "no key cached",
+                exc_info=True,
+            )
+            return False
 
     async def _fetch(self) -> dict[str, Key]:
         if self._http is None:
@@ -289,25 +341,40 @@ class JWKSKeySource:
         self.fetches += 1
         response = await self._http.get(self.url)
         response.raise_for_status()
-        body = response.json()
+        return self._read_document(response.content)
+
+    def _read_document(self, content: bytes) -> dict[str, Key]:
+        """The usable RS256 keys of a JWKS document, entry by entry.
+
+        Raises:
+            _JWKSDocumentError: the document is not a JWKS, or holds no usable key.
+        """
+        try:
+            body = json.loads(content.decode("utf-8"))
+        except (ValueError, RecursionError):
+            # ValueError: not UTF-8, or not JSON. RecursionError: nested too deep to parse.
+            raise _JWKSDocumentError("the response is not a JSON document") from None
         if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-            raise ValueError("The JWKS response has no 'keys' list")
+            raise _JWKSDocumentError("the response has no 'keys' list")
         keys: dict[str, Key] = {}
-        for entry in body["keys"]:
-            if not isinstance(entry, dict):
+        for position, entry in enumerate(body["keys"]):
+            try:
+                kid, key = _read_entry(entry)
+            except _SkippedEntry as skipped:
+                # A key of another kind (EC, encryption) is normal; a broken RSA entry is not.
+                # Either way the other entries are kept, so one bad entry never blocks rotation.
+                logger.log(
+                    logging.WARNING if skipped.broken else logging.DEBUG,
+                    "skipping JWKS entry %d (kid %r) from %s: %s",
+                    position,
+                    skipped.kid,
+                    self.url,
+                    skipped.reason,
+                )
                 continue
-            kid = entry.get("kid")
-            # Only RSA signing keys can verify an RS256 token; anything else is skipped.
-            if (
-                not isinstance(kid, str)
-                or entry.get("kty") != "RSA"
-                or entry.get("use", "sig") != "sig"
-                or entry.get("alg", ALGORITHM) != ALGORITHM
-            ):
-                continue
-            keys[kid] = jwk.construct(entry, ALGORITHM)
+            keys[kid] = key
         if not keys:
-            raise ValueError("The JWKS holds no RS256 signing key")
+            raise _JWKSDocumentError("the document holds no usable RS256 signing key")
         return keys
 
     async def aclose(self) -> None:
@@ -369,14 +436,15 @@ class TokenVerifier:
 
     The issuer allow-list, the JWKS URLs and the audience all come from ``providers``; each
     issuer is accepted with and without a trailing slash. A token usually carries no ``aud``;
-    when it does, it must name one of the providers' ``applicationID`` values (the client id:
-    SPEC §4), and a token with an ``aud`` is refused if no provider declares one.
+    when it does, it must name one of the providers' ``applicationID`` values (the client id),
+    and a token with an ``aud`` is refused if no provider declares one.
 
     Args:
         providers: The trusted providers (see `auth_config_providers`).
         transport: The httpx transport for JWKS requests.
         clock: Returns Unix seconds.
-        options: Leeway, cache and JWKS tuning.
+        options: Leeway, cache and JWKS tuning, cut from `AuthKitSettings` (its defaults when
+            ``None``).
     """
 
     def __init__(
@@ -385,9 +453,9 @@ class TokenVerifier:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock,
-        options: TokenOptions | None = None,
+        options: TokenSettings | None = None,
     ) -> None:
-        self.options = options or TokenOptions()
+        self.options = options or default_token_settings()
         self.providers = tuple(providers)
         if not self.providers:
             raise ConfigurationError("At least one auth-config provider is needed to verify tokens")
@@ -418,9 +486,9 @@ class TokenVerifier:
         return frozenset(self._source_for_issuer)
 
     async def preload(self) -> None:
-        """Fetch every JWKS now (start-up); failures are logged, not raised."""
+        """Fetch every JWKS now (start-up); failures are logged at WARNING, never raised."""
         for source in self.key_sources:
-            await source.refresh(force=True)
+            await source._refresh_or_warn(force=True)
 
     async def verify(self, token: str) -> AccessTokenClaims:
         """Verify ``token`` and return its claims; cached tokens cost one dict lookup.
@@ -432,23 +500,30 @@ class TokenVerifier:
         claims = self.cache.get(token)
         if claims is not None:
             return claims
-        header, unverified = _parse(token)
+        parsed = _parse(token)
+        header = parsed.header
         if header.get("alg") != ALGORITHM:
             raise InvalidTokenError(f"The token must be signed with {ALGORITHM}")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: a recipient that does not understand a listed extension must
+            # refuse the token. We implement none, so any crit (even a malformed one) is refused.
+            raise InvalidTokenError(
+                "The token header lists critical extensions (crit), and none is supported"
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidTokenError("The token header has no key id (kid)")
-        issuer = unverified.get("iss")
+        issuer = parsed.payload.get("iss")
         source = self._source_for_issuer.get(issuer) if isinstance(issuer, str) else None
         if source is None:
             raise InvalidTokenError("The token was not issued by a trusted issuer")
         key = await source.get_key(kid)
-        try:
-            # Pinned: only RS256 is allowed, whatever the header says, with the key chosen by kid.
-            payload = jws.verify(token, key, algorithms=[ALGORITHM])
-        except JOSEError:
-            raise InvalidTokenError("The token signature is invalid") from None
-        claims = self._check_claims(_json_object(payload, "payload"))
+        # Pinned: the key was built for RS256, whatever the header says, and chosen by kid. It
+        # checks the exact bytes parsed above, so what is verified is what is read.
+        if not key.verify(parsed.signing_input, parsed.signature):
+            raise InvalidTokenError("The token signature is invalid")
+        claims = self._check_claims(parsed.payload)
+        # Only a canonical token string reaches this line (see _parse): one token, one entry.
         self.cache.put(token, claims)
         return claims
 
@@ -483,29 +558,75 @@ class TokenVerifier:
             await source.aclose()
 
 
+# Three non-empty segments of the base64url alphabet (RFC 4648 §5), without padding. ASCII only:
+# str.isalnum() and \w would let other scripts' letters and digits through.
+_COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+
+
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Decode canonical, unpadded base64url (RFC 7515 §2); anything else raises ValueError.
+
+    The caller has checked the alphabet. A length of 4n+1 cannot be base64 at all, and the
+    spare low bits of the last character must be zero: re-encoding the bytes must give the
+    segment back, or two different strings would decode to one value.
+    """
+    if len(segment) % 4 == 1:
+        raise ValueError("truncated base64url")
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("non-canonical base64url")
+    return data
 
 
 def _json_object(data: bytes, part: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        # RFC 7515 and 7519 say UTF-8; json.loads(bytes) would also guess UTF-16 and UTF-32.
+        value = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        # ValueError covers UnicodeDecodeError and bad JSON; RecursionError is deeply nested
+        # JSON, which the stdlib parser cannot read (a token is at most 16 KiB, enough for
+        # thousands of levels).
         raise InvalidTokenError(f"The token {part} is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidTokenError(f"The token {part} is not a JSON object")
     return value
 
 
-def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Decode the header and the (still unverified) payload of a compact JWS."""
+@dataclass(frozen=True)
+class _ParsedToken:
+    """A compact JWS, decoded but not yet verified."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def _parse(token: str) -> _ParsedToken:
+    """Decode a compact JWS strictly: the signature and the claims are not checked here.
+
+    Every refusal happens before any key lookup and before the verified-token cache, so a
+    string that is not exactly one canonical token costs neither a JWKS fetch nor a cache entry.
+    """
     if len(token) > _MAX_TOKEN_LENGTH:
         raise InvalidTokenError("The token is too long")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
+    match = _COMPACT_JWS.fullmatch(token)
+    if match is None:
+        if token.count(".") == 2 and all(token.split(".")):
+            raise InvalidTokenError(
+                "The token is not valid base64url (only A-Z a-z 0-9 - _, without padding)"
+            )
         raise InvalidTokenError("The token is not a signed JWT (header.payload.signature)")
+    header_segment, payload_segment, signature_segment = match.groups()
     try:
-        header_bytes, payload_bytes = _b64decode(parts[0]), _b64decode(parts[1])
+        header_bytes = _b64decode(header_segment)
+        payload_bytes = _b64decode(payload_segment)
+        signature = _b64decode(signature_segment)
     except (binascii.Error, ValueError):
-        raise InvalidTokenError("The token is not valid base64url") from None
-    return _json_object(header_bytes, "header"), _json_object(payload_bytes, "payload")
+        raise InvalidTokenError("The token is not canonical base64url") from None
+    return _ParsedToken(
+        header=_json_object(header_bytes, "header"),
+        payload=_json_object(payload_bytes, "payload"),
+        signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),
+        signature=signature,
+    )

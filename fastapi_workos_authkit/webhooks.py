@@ -6,23 +6,23 @@ Decisions live in `signatures` and `pipeline`; this module only maps their outco
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
+from .config import Clock
 from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
-from .events import parse_event
+from .events import MAX_EMAIL_LENGTH, MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, parse_event
+from .pipeline import EventPipeline
 from .signed_requests import (
     JSON_BODY_DOC,
     SIGNATURE_HEADER_DOC,
     SIGNED_REQUEST_ERRORS,
     read_signed_json,
 )
-
-if TYPE_CHECKING:
-    from .authkit import AuthKit
+from .untrusted_json import MAX_JSON_DEPTH
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -35,19 +35,41 @@ class WebhookAck(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "The body verified but is not a valid WorkOS event."},
+    400: {
+        "description": "The body verified but is not a valid WorkOS event: not JSON, nested "
+        f"deeper than {MAX_JSON_DEPTH} levels, a non-finite number, a value longer than its "
+        f"column (an id over {MAX_EVENT_ID_LENGTH} characters, a type over "
+        f"{MAX_EVENT_TYPE_LENGTH}, an email over {MAX_EMAIL_LENGTH}), or a client that "
+        "disconnected mid-body."
+    },
     **SIGNED_REQUEST_ERRORS,
     500: {
         "description": "An app handler raised (or the event could not be stored); nothing was "
-        "committed, the failure is in the ledger, and WorkOS will retry."
+        "committed, the failure is in the ledger (the reply says so if recording it failed "
+        "too), and WorkOS will retry."
     },
     503: {"description": "The database is unavailable; WorkOS will retry."},
 }
 
 
-def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
-    """Mount ``POST /webhook`` on ``router`` for ``authkit``; the webhook secret must be set."""
-    secret = authkit.settings.require_webhook_secret()
+def add_webhook_route(
+    router: APIRouter,
+    *,
+    secret: str,
+    tolerance: float,
+    max_body_size: int,
+    clock: Clock,
+    pipeline: EventPipeline,
+) -> None:
+    """Mount ``POST /webhook`` on ``router``.
+
+    Args:
+        secret: The webhook signing secret.
+        tolerance: Accepted clock skew of a delivery's signature, in seconds.
+        max_body_size: Largest accepted body, in bytes.
+        clock: Returns Unix seconds, for the signature's timestamp check.
+        pipeline: Where a verified event goes.
+    """
 
     @router.post(
         "/webhook",
@@ -65,9 +87,9 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
         payload = await read_signed_json(
             request,
             secret=secret,
-            tolerance=authkit.settings.webhook_tolerance,
-            max_body_size=authkit.settings.max_body_size,
-            clock=authkit.clock,
+            tolerance=tolerance,
+            max_body_size=max_body_size,
+            clock=clock,
             route="webhook",
         )
         try:
@@ -78,13 +100,18 @@ def add_webhook_route(router: APIRouter, authkit: AuthKit) -> None:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         try:
             result = await anyio.to_thread.run_sync(
-                lambda: authkit.pipeline.process(event, payload, source="webhook")
+                lambda: pipeline.process(event, payload, source="webhook")
             )
         except EventFailedError as exc:
+            # Only claim the ledger has the failure when writing it really succeeded.
+            where = (
+                "the failure is in the ledger"
+                if exc.recorded
+                else "recording the failure in the ledger failed too"
+            )
             raise HTTPException(
                 status.HTTP_500_INTERNAL_SERVER_ERROR,
-                f"{exc}; nothing was committed, the failure is in the ledger, and the delivery "
-                "can be retried",
+                f"{exc}; nothing was committed, {where}, and the delivery can be retried",
             ) from None
         except DatabaseUnavailableError:
             logger.error("webhook %s refused: the database is unavailable", event.id)

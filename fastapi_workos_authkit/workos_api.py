@@ -1,4 +1,4 @@
-"""A small async client for the few WorkOS REST endpoints the package needs (SPEC §5).
+"""A small async client for the few WorkOS REST endpoints the package needs (users, events).
 
 One shared connection pool, timeouts, and retries: ``429`` waits for ``Retry-After``; 5xx and
 network errors back off exponentially, capped. The API key travels only in the ``Authorization``
@@ -7,25 +7,62 @@ header and is never logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import anyio
 import httpx
+from pydantic import ValidationError
 
+from ._clock import utcnow
 from .errors import AuthKitError
-from .events import User
-from .tables import utcnow
+from .events import MAX_EMAIL_LENGTH, MAX_USER_ID_LENGTH, User
+from .untrusted_json import clean_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+
+
+MAX_ID_LENGTH = 128
+"""The longest id accepted as a WorkOS id (real ones are ``<prefix>_<ULID>``, about 31)."""
+
+_PLAUSIBLE_ID = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_ID_LENGTH}}}")
+
+
+def is_plausible_id(value: object) -> bool:
+    """Whether ``value`` could be a WorkOS id: letters, digits and underscores, 1 to 128 of them.
+
+    Real ids are ``<prefix>_<ULID>``; the exact shape is not demanded, since test fixtures and
+    emulators use shorter ones. Anything else (a ``/``, a ``..``, a ``%``, a space, a non-ASCII
+    letter) is input that must never reach a REST path. The one rule, shared by the token
+    dependencies (a token's ``sub``) and the REST client (every id in a path).
+    """
+    return isinstance(value, str) and _PLAUSIBLE_ID.fullmatch(value) is not None
+
+
+def _id_segment(kind: str, value: str) -> str:
+    """``value`` as one REST path segment: checked, then percent-encoded.
+
+    The check refuses everything the encoding would have to change, so the encoding is a second
+    wall: if the rule is ever widened, an id still cannot add a segment or a query to the path.
+    """
+    if not is_plausible_id(value):
+        # The value is untrusted input: say what is wrong with it, not what it is.
+        raise WorkOSAPIError(
+            f"Refusing to put an implausible {kind} id in a WorkOS REST path ({len(value)} "
+            f"characters): ids are letters, digits and underscores, at most {MAX_ID_LENGTH}"
+        )
+    return quote(value, safe="")
 
 
 class WorkOSAPIError(AuthKitError):
@@ -120,11 +157,17 @@ class WorkOSClient:
         await self.aclose()
 
     async def get_user(self, user_id: str) -> User | None:
-        """``GET /user_management/users/<id>``; ``None`` when WorkOS answers 404."""
-        response = await self._request("GET", f"/user_management/users/{user_id}", allow_404=True)
+        """``GET /user_management/users/<id>``; ``None`` when WorkOS answers 404.
+
+        Raises:
+            WorkOSAPIError: ``user_id`` is not a plausible id (no request is sent), WorkOS
+                could not be asked, or it answered with something that is not a user object.
+        """
+        path = f"/user_management/users/{_id_segment('user', user_id)}"
+        response = await self._request("GET", path, allow_404=True)
         if response is None:
             return None
-        return User.model_validate(response.json())
+        return _user(_decode(response, path), path)
 
     async def list_users(
         self,
@@ -138,10 +181,11 @@ class WorkOSClient:
         params: dict[str, str | int] = {"limit": limit, "order": order}
         if after:
             params["after"] = after
-        body = await self._json("/user_management/users", params, keepalive)
-        raw = list(body.get("data") or [])
-        users = [User.model_validate(item) for item in raw]
-        return Page(data=users, after=(body.get("list_metadata") or {}).get("after"), raw=raw)
+        path = "/user_management/users"
+        body = await self._json(path, params, keepalive)
+        raw = _list_data(body, path)
+        users = [_user(item, f"{path} (item {index})") for index, item in enumerate(raw)]
+        return Page(data=users, after=_list_after(body, path), raw=raw)
 
     async def list_events(
         self,
@@ -168,18 +212,17 @@ class WorkOSClient:
         elif range_start is not None:
             params["range_start"] = range_start.isoformat().replace("+00:00", "Z")
         body = await self._json("/events", params, keepalive)
-        raw = list(body.get("data") or [])
-        return Page(data=raw, after=(body.get("list_metadata") or {}).get("after"), raw=raw)
+        # Each event's own shape is the pipeline's to judge (`sync_events` records an event it
+        # cannot parse and moves on); the envelope around them is ours.
+        raw = _list_data(body, "/events")
+        return Page(data=raw, after=_list_after(body, "/events"), raw=raw)
 
     async def _json(
         self, path: str, params: dict[str, str | int], keepalive: Keepalive | None = None
     ) -> dict[str, Any]:
         response = await self._request("GET", path, params=params, keepalive=keepalive)
         assert response is not None
-        body = response.json()
-        if not isinstance(body, dict):
-            raise WorkOSAPIError(f"WorkOS answered {path} with a non-object body")
-        return body
+        return _decode(response, path)
 
     async def _request(
         self,
@@ -258,3 +301,110 @@ class WorkOSClient:
             except (TypeError, ValueError):
                 return None
         return min(max(seconds, 0.0), self._retry.max_retry_after)
+
+
+# -- checking what a 2xx carries -------------------------------------------------------------
+# A proxy's HTML error page, a captive portal or an API change can answer 200 with anything.
+# Each is turned into a `WorkOSAPIError` that says what was wrong, so a request gets its 503
+# and a recovery job a clear error. The messages never quote the body: it may hold user data.
+
+
+def _decode(response: httpx.Response, path: str) -> dict[str, Any]:
+    """The response's JSON object, or `WorkOSAPIError` if it is not one."""
+    status = response.status_code
+    content_type = response.headers.get("content-type", "none").split(";")[0].strip()
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise WorkOSAPIError(
+            f"WorkOS answered {status} to GET {path} with a body that is not JSON "
+            f"(content-type {content_type}, {len(response.content)} bytes)",
+            status_code=status,
+        ) from exc
+    if not isinstance(body, dict):
+        raise WorkOSAPIError(
+            f"WorkOS answered {status} to GET {path} with JSON {type(body).__name__}, "
+            "not an object",
+            status_code=status,
+        )
+    return body
+
+
+def _user(item: object, where: str) -> User:
+    """A user object from WorkOS, held to the same rules as a user in a webhook event.
+
+    Lone surrogates are replaced (as `clean_json` does for every signed body), so the user can
+    be stored on any database; a non-finite number, nesting past the limit, or an id or email
+    longer than its column is a `WorkOSAPIError` rather than a database error later.
+    """
+    cleaned, problems = clean_json(item)
+    if problems:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with a user that cannot be stored: "
+            + "; ".join(sorted(problems))
+        )
+    try:
+        user = User.model_validate(cleaned)
+    except ValidationError as exc:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with something that is not a user object: "
+            f"{_problems(exc)}"
+        ) from None  # the ValidationError's text quotes the input
+    too_long = [
+        f"{name} is longer than {limit} characters"
+        for name, value, limit in (
+            ("id", user.id, MAX_USER_ID_LENGTH),
+            ("email", user.email or "", MAX_EMAIL_LENGTH),
+        )
+        if len(value) > limit
+    ]
+    if too_long:
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {where} with a user that cannot be stored: " + "; ".join(too_long)
+        )
+    return user
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and what, without pydantic's ``input_value=...`` (it would quote the body)."""
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the body'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+def _list_data(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    data = body.get("data")
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {path} with 'data' of type {type(data).__name__}, not a list"
+        )
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise WorkOSAPIError(
+                f"WorkOS answered GET {path} with item {index} of 'data' of type "
+                f"{type(item).__name__}, not an object"
+            )
+    return data
+
+
+def _list_after(body: dict[str, Any], path: str) -> str | None:
+    metadata = body.get("list_metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {path} with 'list_metadata' of type "
+            f"{type(metadata).__name__}, not an object"
+        )
+    after = metadata.get("after")
+    if after is not None and not isinstance(after, str):
+        raise WorkOSAPIError(
+            f"WorkOS answered GET {path} with a 'list_metadata.after' cursor of type "
+            f"{type(after).__name__}, not a string"
+        )
+    return after or None

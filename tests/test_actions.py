@@ -22,6 +22,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from fastapi_workos_authkit import (
     ActionResponse,
+    ActionSession,
     ActionVerdict,
     AuthenticationAction,
     AuthKit,
@@ -45,7 +46,7 @@ from tests.conftest import ACTION_SECRET, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.anyio
 
-NOW = 1768478400.0  # the SPEC §3 vector time, 2026-01-15 12:00 UTC
+NOW = 1768478400.0  # the signature vectors' time, 2026-01-15 12:00 UTC
 NOW_MS = 1768478400000
 LOGGER = "fastapi_workos_authkit"
 
@@ -75,7 +76,7 @@ MakeKit = Callable[..., AuthKit]
 
 @pytest.fixture
 def make_kit(engine: Engine) -> MakeKit:
-    """Build an AuthKit on the test database with the clock fixed at the SPEC vector time."""
+    """Build an AuthKit on the test database with the clock fixed at the vectors' time."""
 
     def make(**options: Any) -> AuthKit:
         options.setdefault("action_secret", ACTION_SECRET)
@@ -497,9 +498,9 @@ async def test_handler_that_returns_no_verdict_is_treated_as_a_raise(
 
     @authkit.action("authentication")
     async def authentication(
-        session: Session, action: AuthenticationAction, response: ActionResponse
+        session: ActionSession, action: AuthenticationAction, response: ActionResponse
     ) -> object:
-        record(session, action.id, "forgot to return")
+        await session.run_sync(record, action.id, "forgot to return")
         return result
 
     caplog.set_level(logging.ERROR, logger=LOGGER)
@@ -518,9 +519,9 @@ async def test_async_handler_past_the_time_budget_answers_504_and_writes_nothing
 
     @authkit.action("user_registration")
     async def registration(
-        session: Session, action: UserRegistrationAction, response: ActionResponse
+        session: ActionSession, action: UserRegistrationAction, response: ActionResponse
     ) -> ActionVerdict:
-        record(session, action.id, "slow")
+        await session.run_sync(record, action.id, "slow")
         await anyio.sleep(30)
         return response.allow()
 
@@ -900,7 +901,7 @@ def test_action_secret_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("WORKOS_ACTION_SECRET", "from_env")
     authkit = AuthKit(webhook_secret=WEBHOOK_SECRET, engine=engine)
-    assert authkit.settings.action_secret == "from_env"
+    assert authkit.settings.require_action_secret() == "from_env"
     paths = {route.path for route in authkit.router(actions=True).routes}  # type: ignore[attr-defined]
     assert "/workos/action" in paths
 

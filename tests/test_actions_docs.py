@@ -10,13 +10,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import httpx
 import pytest
 import respx
-from sqlmodel import Session
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel
 
 from examples.snippets.actions_models import RegisteredDomain
 from examples.snippets.actions_testing import check_free_mail_is_refused
+from fastapi_workos_authkit import AuthKit
 from fastapi_workos_authkit.testing import (
     authentication_action,
     signed_action_request,
@@ -130,3 +134,33 @@ def test_the_example_mounts_only_the_action_route(example: ModuleType) -> None:
     ]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/SignedActionResponse"}
+
+
+@pytest.mark.anyio
+async def test_the_async_registration_reads_the_allowed_domains_off_the_loop(
+    engine: Engine,
+) -> None:
+    from examples.snippets.actions_async import registration
+
+    kit = AuthKit(engine=engine, action_secret=ACTION_SECRET)
+    kit.add_action_handler("user_registration", registration)
+    app = FastAPI(lifespan=kit.lifespan)
+    app.include_router(kit.router(webhooks=False))
+    async with (
+        kit.lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        await anyio.to_thread.run_sync(
+            lambda: SQLModel.metadata.create_all(engine, tables=[RegisteredDomain.__table__])  # type: ignore[attr-defined]
+        )
+        unknown = await post(client, user_registration_action("ana@acme.test"))
+        with Session(engine) as session:
+            session.add(RegisteredDomain(domain="acme.test"))
+            session.commit()
+        known = await post(client, user_registration_action("Ana@ACME.test"))
+    assert verify_action_response(unknown.content, ACTION_SECRET).payload.error_message == (
+        "Your organization is not registered"
+    )
+    assert verify_action_response(known.content, ACTION_SECRET).payload.verdict == "Allow"

@@ -25,18 +25,18 @@ from tests.test_reconcile import db_users, fake_users
 APP_MODULE = textwrap.dedent(
     """
     import os
+    from datetime import UTC, datetime
 
     from sqlmodel import Session
 
     from fastapi_workos_authkit import AuthKit, WorkOSSyncState
-    from fastapi_workos_authkit.tables import utcnow
 
     authkit = AuthKit(api_base_url=os.environ["FAKE_WORKOS_URL"])
 
 
     @authkit.on("user.created")
     def remember(session: Session, event) -> None:
-        session.add(WorkOSSyncState(key=f"created:{event.data.id}", updated_at=utcnow()))
+        session.add(WorkOSSyncState(key=f"created:{event.data.id}", updated_at=datetime.now(UTC)))
 
 
     @authkit.on("session.created")
@@ -296,7 +296,9 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
 ) -> None:
     env = cli_env(server, database_url)
     user = fake.create_user()
-    organization = fake.add_event("organization.created", {"id": "org_01CLI", "name": "Acme"})
+    organization = fake.add_event(
+        "organization.created", factories.organization("org_01CLI", name="Acme")
+    )
     first = run_cli(app_dir, "--app", "cliapp:authkit", "sync-events", env=env)
     assert first.returncode == 0, first.stderr
 
@@ -307,7 +309,7 @@ def test_a_changed_set_of_event_types_is_refused_until_the_cursor_restarts(
             """
             @authkit.on("organization.created")
             def on_organization(session: Session, event) -> None:
-                session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=utcnow()))
+                session.add(WorkOSSyncState(key=f"org:{event.id}", updated_at=datetime.now(UTC)))
             """
         )
     )
@@ -397,3 +399,47 @@ def test_status_reports_the_connection_budget_per_process(
     text = run_cli(tmp_path, "status", env=env)
     line = "at most 9" if backend == "postgresql" else "not counted (SQLite"
     assert f"database connections per process: {line}" in text.stdout
+
+
+PROBE_MODULE = (
+    'from fastapi_workos_authkit import AuthKit\nauthkit = AuthKit(client_id="client_01{}")\n'
+)
+
+
+def _providers_of(module: str, *args: str) -> tuple[int, str, str]:
+    """Run ``providers`` in this process for ``--app module:authkit``, then forget the module."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = main([*args, "--app", f"{module}:authkit", "providers"], stdout=out, stderr=err)
+    finally:
+        sys.modules.pop(module, None)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_app_dir_is_importable_only_while_the_app_is_imported(tmp_path: Path) -> None:
+    """``--app-dir`` is searched for the app like uvicorn's, and ``sys.path`` is left as found:
+    the command line may run inside another program, whose imports it must not shadow."""
+    (tmp_path / "cli_probe_dir.py").write_text(PROBE_MODULE.format("APPDIR"))
+    before = list(sys.path)
+    code, out, err = _providers_of("cli_probe_dir", "--app-dir", str(tmp_path))
+    assert code == ExitCode.OK, err
+    assert json.loads(out)[0]["applicationID"] == "client_01APPDIR"
+    assert sys.path == before
+    # Without --app-dir the module is not found, and the error says where it looked.
+    code, _, err = _providers_of("cli_probe_dir")
+    assert code == ExitCode.FAILURE
+    assert "Could not import 'cli_probe_dir'" in err
+    assert "--app-dir" in err
+    assert sys.path == before
+
+
+def test_the_current_directory_is_the_default_app_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cli_probe_cwd.py").write_text(PROBE_MODULE.format("CWD"))
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    code, out, err = _providers_of("cli_probe_cwd")
+    assert code == ExitCode.OK, err
+    assert json.loads(out)[0]["applicationID"] == "client_01CWD"
+    assert sys.path == before

@@ -54,3 +54,30 @@ async def test_example_app_story_goes_from_denied_sign_up_to_refused_token(
     assert details[3] == "ada@acme.test"
     assert details[5] == "Ada's Todo List, Launch plan"
     assert any("todo lists left: 0" in line for line in lines)
+
+
+async def test_organizations_story_stores_a_membership_before_its_organization(
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    story = await demo.run_organizations_story(f"sqlite:///{tmp_path / 'orgs.db'}", lines.append)
+
+    assert [(step, status) for step, status, _ in story.steps] == [
+        ("webhook user.created (Ada)", 200),
+        ("webhook organization_membership.created", 200),
+        ("webhook organization.created (late)", 200),
+        ("webhook organization_membership.created", 200),
+        ("GET /org/members (active admin)", 200),
+        ("webhook organization_membership.updated", 200),
+        ("GET /org/members with the same token", 403),
+    ]
+    details = [detail for _, _, detail in story.steps]
+    assert details[1] == "processed"  # the membership was stored before its organization
+    assert details[4] == "user_01ADALOVELACE (ada@acme.test), user_01GRACEHOPPER (not synced yet)"
+    assert details[6] == "Only an organization admin may do this"
+    # What the demo printed about the tables is what they held at that moment.
+    assert (
+        "    workos_organizations: (none); workos_organization_memberships: "
+        "user_01ADALOVELACE:admin:active"
+    ) in lines
+    assert any("stored all the same" in line for line in lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import inspect
 
 from examples.snippets import configuration
-from fastapi_workos_authkit import AuthKit, ConfigurationError
+from fastapi_workos_authkit import AuthKit, AuthKitSettings, ConfigurationError
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from fastapi_workos_authkit.testing.factories import at
 from tests.conftest import WEBHOOK_SECRET
@@ -61,7 +62,7 @@ def test_configuration_reads_the_environment_and_demands_nothing(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORKOS_ACTION_SECRET", "action_from_env")
     authkit = configuration.from_the_environment()
-    assert authkit.settings.action_secret == "action_from_env"
+    assert authkit.settings.require_action_secret() == "action_from_env"
     with pytest.raises(ConfigurationError, match="WORKOS_WEBHOOK_SECRET"):
         authkit.router()
 
@@ -71,7 +72,7 @@ def test_explicit_options_win_and_move_the_routes(
 ) -> None:
     monkeypatch.setenv("WORKOS_WEBHOOK_SECRET", "from_env")
     authkit = configuration.explicit("whsec_explicit", f"sqlite:///{tmp_path / 'x.db'}")
-    assert authkit.settings.webhook_secret == "whsec_explicit"
+    assert authkit.settings.require_webhook_secret() == "whsec_explicit"
     assert authkit.settings.webhook_tolerance == 300
     paths = {route.path for route in authkit.router(actions=False).routes}  # type: ignore[attr-defined]
     assert paths == {"/auth/workos/webhook"}
@@ -88,6 +89,28 @@ async def test_an_engine_shared_with_the_app_gets_the_tables(tmp_path: Path) -> 
     await _start(authkit)
     tables = set(inspect(authkit.engine).get_table_names())
     assert {"workos_users", "workos_events", "workos_user_tombstones"} <= tables
+    authkit.engine.dispose()
+
+
+def test_the_logging_snippet_sets_only_the_packages_logger() -> None:
+    logger = logging.getLogger("fastapi_workos_authkit")
+    previous, root = logger.level, logging.getLogger().level
+    try:
+        configuration.show_debug_logs()
+        assert logger.level == logging.DEBUG
+        assert logging.getLogger().level == root
+    finally:
+        logger.setLevel(previous)
+
+
+@pytest.mark.anyio
+async def test_the_migrations_snippet_creates_no_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTHKIT_DATABASE_URL", f"sqlite:///{tmp_path / 'migrated.db'}")
+    authkit = configuration.schema_owned_by_migrations()
+    await _start(authkit)
+    assert inspect(authkit.engine).get_table_names() == []
     authkit.engine.dispose()
 
 
@@ -138,9 +161,50 @@ async def test_the_handlers_guide_patterns(handlers_snippet: ModuleType) -> None
     ]
 
 
+RUNTIME_KEYWORDS = {"engine", "extra_providers", "clock", "http_transport"}
+"""`AuthKit`'s keywords that are objects, not settings: no environment variable."""
+
+
+def _option_rows(text: str) -> dict[str, str]:
+    """``{option: environment-variable cell}`` of every table row starting with a code name."""
+    rows = re.finditer(r"^\| `(\w+)` \|([^|]*)\|", text, re.MULTILINE)
+    return {row.group(1): row.group(2).strip() for row in rows}
+
+
 @pytest.mark.parametrize("page", ["README.md", "docs/configuration.md"])
-def test_the_configuration_tables_list_every_authkit_option(page: str) -> None:
-    text = (ROOT / page).read_text(encoding="utf-8")
-    rows = {match.group(1) for match in re.finditer(r"^\| `(\w+)` \|", text, re.MULTILINE)}
-    options = set(inspect_signature(AuthKit.__init__).parameters) - {"self"}
-    assert options - rows == set(), f"{page} does not document these AuthKit options"
+def test_the_configuration_tables_match_the_settings_class(page: str) -> None:
+    """Each option is declared once, in AuthKitSettings; the tables must not drift from it."""
+    rows = _option_rows((ROOT / page).read_text(encoding="utf-8"))
+    for name in AuthKitSettings.model_fields:
+        assert name in rows, f"{page} does not document the option {name}"
+        variable = AuthKitSettings.environment_variable(name)
+        assert rows[name] == f"`{variable}`", f"{page}: {name} is read from {variable}"
+    runtime = set(inspect_signature(AuthKit.__init__).parameters) - {"self", "settings", "options"}
+    assert runtime == RUNTIME_KEYWORDS
+    assert set(rows) >= RUNTIME_KEYWORDS, f"{page} does not document AuthKit's other keywords"
+    # And no row names an environment variable for an option that no longer exists.
+    stale = {
+        name
+        for name, cell in rows.items()
+        if re.fullmatch(r"`(WORKOS|AUTHKIT)_\w+`", cell)
+        and name not in AuthKitSettings.model_fields
+    }
+    assert stale == set(), f"{page} documents options AuthKitSettings does not have"
+
+
+def test_the_settings_snippet_layers_keywords_over_a_settings_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AUTHKIT_UNHANDLED_ACTION", "deny")
+    authkit = configuration.from_a_settings_object()
+    assert authkit.settings.prefix == "/auth/workos"
+    assert authkit.settings.action_timeout == 3
+    assert authkit.settings.unhandled_action == "allow"  # the keyword beat the environment
+
+
+def test_no_docstring_or_page_cites_a_document_outside_the_repository() -> None:
+    """The API reference renders docstrings: a citation of an unpublished spec ("SPEC §4") would
+    send readers to a document they cannot open. Say the fact instead."""
+    sources = [*(ROOT / "fastapi_workos_authkit").rglob("*.py"), *DOCS.rglob("*.md")]
+    citing = [str(path.relative_to(ROOT)) for path in sources if "SPEC" in path.read_text("utf-8")]
+    assert citing == []

@@ -37,6 +37,10 @@ def test_autogenerate_creates_the_workos_tables_and_upgrade_applies_them(
         "workos_user_tombstones",
         "workos_sync_state",
         "workos_leases",
+        "workos_organizations",
+        "workos_organization_memberships",
+        "workos_sessions",
+        "workos_tombstones",
     ):
         assert f"op.create_table('{table}'" in source or f'op.create_table("{table}"' in source
 

@@ -25,7 +25,12 @@ from fastapi_workos_authkit.database import create_tables
 from fastapi_workos_authkit.reconcile import EVENTS_CURSOR, USERS_CURSOR
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit.workos_api import (
+    RetryPolicy,
+    WorkOSAPIError,
+    WorkOSAuthenticationError,
+    WorkOSClient,
+)
 from tests.conftest import WEBHOOK_SECRET, deliver
 
 pytestmark = pytest.mark.anyio
@@ -455,6 +460,43 @@ async def test_backfill_crash_resumes_at_the_first_uncommitted_page(
     with Session(engine) as session:
         marks = session.exec(select(WorkOSSyncState).where(WorkOSSyncState.key.startswith("seen:")))  # type: ignore[attr-defined]
         assert len(marks.all()) == 250
+
+
+async def test_backfill_keeps_every_page_fetched_before_a_revoked_key(
+    kit: AuthKit, fake: FakeWorkOS, engine: Engine
+) -> None:
+    # Page 2 is fetched while page 1 is applied; WorkOS refuses it (the key was revoked).
+    ids = [fake.create_user()["id"] for _ in range(150)]
+    fake.fail_with_status(status=401, path="/user_management/users", skip=1)
+    with pytest.raises(WorkOSAuthenticationError, match="WORKOS_API_KEY"):
+        await kit.backfill_users()
+    # Page 1 was fetched before the failure: it is applied and committed with its cursor.
+    assert sorted(db_users(engine)) == sorted(ids[:100])
+    assert state(engine, USERS_CURSOR) == ids[99]
+    result = await kit.backfill_users()
+    assert (result.resumed_from, result.pages, result.inserted) == (ids[99], 1, 50)
+    assert db_users(engine) == fake_users(fake)
+    listings = [r for r in fake.requests if r.path == "/user_management/users"]
+    assert [(r.params("after"), r.status) for r in listings] == [
+        ([], 200),
+        ([ids[99]], 401),
+        ([ids[99]], 200),
+    ]
+
+
+async def test_backfill_applies_every_page_fetched_before_a_refused_third_page(
+    kit: AuthKit, fake: FakeWorkOS, engine: Engine
+) -> None:
+    ids = [fake.create_user()["id"] for _ in range(250)]
+    # Pages 1 and 2 come back; page 3 is refused at once (a 400 is not retried).
+    fake.fail_with_status(status=400, path="/user_management/users", skip=2)
+    with pytest.raises(WorkOSAPIError, match="400"):
+        await kit.backfill_users()
+    assert sorted(db_users(engine)) == sorted(ids[:200])
+    assert state(engine, USERS_CURSOR) == ids[199]
+    result = await kit.backfill_users()
+    assert (result.resumed_from, result.inserted) == (ids[199], 50)
+    assert db_users(engine) == fake_users(fake)
 
 
 async def test_backfill_handler_error_stops_and_a_rerun_resumes(

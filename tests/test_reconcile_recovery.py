@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, Event, InvalidEventError, WorkOSEventRecord
+from fastapi_workos_authkit._clock import utcnow
 from fastapi_workos_authkit.database import create_tables
 from fastapi_workos_authkit.lease import Lease, LeaseLostError
 from fastapi_workos_authkit.reconcile import (
@@ -24,7 +25,7 @@ from fastapi_workos_authkit.reconcile import (
     EventTypesChangedError,
     Progress,
 )
-from fastapi_workos_authkit.tables import WorkOSSyncState, utcnow
+from fastapi_workos_authkit.tables import WorkOSSyncState
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
 from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient

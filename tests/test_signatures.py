@@ -1,4 +1,4 @@
-"""SPEC §1: the WorkOS-Signature scheme, against the published vectors."""
+"""The WorkOS-Signature scheme, against known-good vectors (HMAC-SHA256 over "t.body")."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_spec_vector_verifies() -> None:
 
 def test_pretty_printed_body_fails() -> None:
     pretty = json.dumps(json.loads(VECTOR_BODY), indent=2).encode()
-    # SPEC quotes this as "2c2569de…4a4d09"; the full value recomputed here ends in ...546a4d09.
+    # Often abbreviated "2c2569de…4a4d09"; the full value recomputed here ends in ...546a4d09.
     assert compute_signature(VECTOR_T, pretty, SECRET) == (
         "2c2569de8779a7a0bb20af7da7d53ebd8f8a5947d81e8f76b68918fd546a4d09"
     )

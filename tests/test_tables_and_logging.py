@@ -1,4 +1,5 @@
-"""Tables are visible to Alembic, the lifespan creates them, and logs never carry secrets."""
+"""Tables are visible to Alembic, the lifespan creates them (unless told not to), and logs never
+carry secrets nor have their level set by the package."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import sqlite3
 
 import httpx
 import pytest
-from sqlalchemy import Engine, inspect, text
-from sqlmodel import SQLModel
+from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.database import create_tables
+from fastapi_workos_authkit.database import (
+    begin_immediate,
+    create_tables,
+    driver_message,
+    unavailable_as_error,
+)
+from fastapi_workos_authkit.errors import DatabaseUnavailableError
 from fastapi_workos_authkit.pipeline import SyncSession
+from fastapi_workos_authkit.tables import TABLES, WorkOSUser
 from fastapi_workos_authkit.testing import factories, signed_delivery
-from tests.conftest import WEBHOOK_SECRET, deliver
+from tests.conftest import WEBHOOK_SECRET, app_client, deliver
 
 pytestmark = pytest.mark.anyio
 
@@ -72,14 +81,44 @@ async def test_nothing_secret_or_personal_is_logged_at_info(
     assert updated["id"] in text  # the failure names its event, so it can be found in the ledger
 
 
-def test_log_level_option_sets_the_package_logger() -> None:
+async def test_the_package_never_sets_its_loggers_level(engine: Engine) -> None:
+    """A library leaves levels to the app (``logging.getLogger(...).setLevel``): no option sets
+    it, and neither construction nor start-up touches it."""
     logger = logging.getLogger("fastapi_workos_authkit")
     previous = logger.level
-    try:
-        AuthKit(log_level="debug")
-        assert logger.level == logging.DEBUG
-    finally:
-        logger.setLevel(previous)
+    with pytest.raises(TypeError, match="log_level"):
+        AuthKit(log_level="DEBUG")  # type: ignore[call-arg]
+    authkit = AuthKit(engine=engine, webhook_secret=WEBHOOK_SECRET)
+    async with app_client(authkit):
+        assert logger.level == previous
+    assert logger.level == previous
+
+
+async def test_create_tables_false_creates_nothing_at_start_up(engine: Engine) -> None:
+    """For apps whose migrations (Alembic) own the schema: start-up leaves the database alone."""
+    authkit = AuthKit(engine=engine, webhook_secret=WEBHOOK_SECRET, create_tables=False)
+    async with app_client(authkit):
+        assert not PACKAGE_TABLES & set(inspect(engine).get_table_names())
+    assert inspect(engine).get_table_names() == []
+
+
+async def test_create_tables_false_works_once_migrations_made_the_tables(engine: Engine) -> None:
+    # What `alembic upgrade head` leaves behind: the tables, made from the same metadata.
+    SQLModel.metadata.create_all(engine, tables=list(TABLES))
+    authkit = AuthKit(engine=engine, webhook_secret=WEBHOOK_SECRET, create_tables=False)
+    async with app_client(authkit) as client:
+        response = await deliver(client, factories.user_created("user_migrated"))
+    assert response.status_code == 200
+    assert response.json()["status"] == "processed"
+    with Session(engine) as session:
+        assert session.get(WorkOSUser, "user_migrated") is not None
+
+
+def test_no_session_listener_is_registered_globally() -> None:
+    """Importing the package registers no event listener on any Session class: the write lock
+    is taken by the sessions the sync opens (see the next test), not by the app's."""
+    assert not event.contains(Session, "after_begin", begin_immediate)
+    assert not event.contains(SyncSession, "after_begin", begin_immediate)
 
 
 def test_sqlite_sync_transactions_hold_the_write_lock_from_their_first_read(
@@ -102,3 +141,24 @@ def test_sqlite_sync_transactions_hold_the_write_lock_from_their_first_read(
         finally:
             other.close()
         sync.rollback()
+
+
+def test_driver_message_keeps_the_drivers_first_line_without_sql_or_parameters(
+    engine: Engine,
+) -> None:
+    with pytest.raises(SQLAlchemyError) as caught, engine.connect() as connection:
+        connection.execute(
+            text("SELECT email FROM no_such_table WHERE email = :email"),
+            {"email": "private@example.com"},
+        )
+    assert "private@example.com" in str(caught.value)  # SQLAlchemy's own text carries it
+    message = driver_message(caught.value)
+    assert "no_such_table" in message
+    assert "private@example.com" not in message
+    assert "\n" not in message
+    # A driver that says nothing gives "" (callers fall back to the type's name), not a crash.
+    silent = OperationalError("SELECT 1", {}, Exception(""))
+    assert driver_message(silent) == ""
+    unavailable = pytest.raises(DatabaseUnavailableError, match=r"unavailable: OperationalError$")
+    with unavailable, unavailable_as_error():
+        raise silent

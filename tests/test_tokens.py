@@ -17,13 +17,17 @@ import jose.backends
 import pytest
 from jose.backends.cryptography_backend import CryptographyRSAKey
 
-from fastapi_workos_authkit import AccessTokenClaims, AuthProvider, ConfigurationError
+from fastapi_workos_authkit import (
+    AccessTokenClaims,
+    AuthKitSettings,
+    AuthProvider,
+    ConfigurationError,
+)
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
 from fastapi_workos_authkit.testing.tokens import b64url
 from fastapi_workos_authkit.tokens import (
     InvalidTokenError,
     KeysUnavailableError,
-    TokenOptions,
     TokenVerifier,
     VerifiedTokenCache,
 )
@@ -76,7 +80,7 @@ def verifier(jwks: FakeJWKS, clock: FakeClock) -> TokenVerifier:
         providers(),
         transport=jwks.transport(),
         clock=clock,
-        options=TokenOptions(jwks_cache_ttl=600, jwks_refetch_cooldown=30),
+        options=AuthKitSettings(jwks_cache_ttl=600, jwks_refetch_cooldown=30).token_settings(),
     )
 
 
@@ -270,9 +274,9 @@ async def test_leeway_is_applied_to_exp(
 
 def test_leeway_is_bounded() -> None:
     with pytest.raises(ConfigurationError, match="token_leeway"):
-        TokenOptions(token_leeway=301)
+        AuthKitSettings(token_leeway=301)
     with pytest.raises(ConfigurationError, match="token_leeway"):
-        TokenOptions(token_leeway=-1)
+        AuthKitSettings(token_leeway=-1)
 
 
 async def test_verified_tokens_are_cached_until_exp(
@@ -310,7 +314,7 @@ async def test_a_cache_of_size_zero_verifies_every_time(
         providers(),
         transport=jwks.transport(),
         clock=clock,
-        options=TokenOptions(token_cache_size=0),
+        options=AuthKitSettings(token_cache_size=0).token_settings(),
     )
     token = tokens.mint()
     assert await verifier.verify(token) is not await verifier.verify(token)
@@ -455,7 +459,7 @@ async def test_a_stale_cache_serves_known_keys_while_one_refresh_runs_in_the_bac
         providers(),
         transport=httpx.MockTransport(slow_jwks),
         clock=clock,
-        options=TokenOptions(jwks_cache_ttl=600, jwks_refetch_cooldown=30),
+        options=AuthKitSettings(jwks_cache_ttl=600, jwks_refetch_cooldown=30).token_settings(),
     )
     await verifier.preload()
     assert served.requests == 1

@@ -69,3 +69,44 @@ def test_a_failing_handler_rolls_the_snapshot_back(authkit: AuthKit) -> None:
         authkit.pipeline.apply_user_snapshot(snapshot("user_01F", 0))
     with Session(authkit.engine) as session:
         assert session.get(WorkOSUser, "user_01F") is None
+
+
+def test_a_page_of_snapshots_commits_with_what_before_commit_writes(authkit: AuthKit) -> None:
+    """What a backfill relies on: its cursor row and the page commit together, or not at all."""
+    from fastapi_workos_authkit.recovery import write_state
+    from fastapi_workos_authkit.tables import WorkOSSyncState
+
+    seen: list[str] = []
+
+    @authkit.on("user.created")
+    def record(session: Session, event: Event[User]) -> None:
+        seen.append(event.id)
+
+    class Refused(Exception):
+        pass
+
+    def refuse(session: Session) -> None:
+        write_state(session, "page.cursor", "user_01B")
+        raise Refused("the lease is gone")
+
+    page = [snapshot("user_01A", 0), snapshot("user_01B", 0)]
+    with pytest.raises(Refused):
+        authkit.pipeline.apply_snapshots(page, source="backfill", before_commit=refuse)
+    with Session(authkit.engine) as session:
+        assert session.get(WorkOSUser, "user_01A") is None  # the page was rolled back
+        assert session.get(WorkOSSyncState, "page.cursor") is None
+
+    assert len(seen) == 2  # the handlers ran in the transaction that was then rolled back
+    effects = authkit.pipeline.apply_snapshots(
+        page,
+        source="backfill",
+        run_handlers=False,
+        before_commit=lambda session: write_state(session, "page.cursor", "user_01B"),
+    )
+    assert effects == [Effect.INSERTED, Effect.INSERTED]
+    assert len(seen) == 2  # run_handlers=False: no handler ran this time
+    with Session(authkit.engine) as session:
+        assert session.get(WorkOSUser, "user_01B") is not None
+        cursor = session.get(WorkOSSyncState, "page.cursor")
+        assert cursor is not None
+        assert cursor.value == "user_01B"

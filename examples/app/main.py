@@ -1,4 +1,5 @@
-"""The example app's HTTP API: ``/me`` and todo lists, guarded by ``current_user``.
+"""The example app's HTTP API: ``/me``, todo lists (shared within an organization) and
+``/org/members``, guarded by ``current_user`` and the caller's mirrored membership.
 
 Run it from the repository root (SQLite file ``./workos_authkit.db`` by default; set
 ``AUTHKIT_DATABASE_URL=postgresql://...`` for PostgreSQL)::
@@ -11,24 +12,33 @@ Run it from the repository root (SQLite file ``./workos_authkit.db`` by default;
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, status
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, Field
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, SQLModel, col, or_, select
 
-from fastapi_workos_authkit import AuthKit, WorkOSUser
+from fastapi_workos_authkit import (
+    AccessTokenClaims,
+    AuthKit,
+    WorkOSOrganizationMembership,
+    WorkOSUser,
+)
 
 from .auth import create_authkit, find_user
 from .models import APP_TABLES, AppUser, TodoList
+from .organizations import Member, active_membership, organization_members, require_admin
 
 
 class NewTodoList(BaseModel):
     """The body of ``POST /todo-lists``."""
 
     name: str = Field(min_length=1, max_length=200)
+    shared: bool = Field(
+        False, description="Share the list with the organization the caller signed in to."
+    )
 
 
 def api_router(authkit: AuthKit) -> APIRouter:
@@ -49,6 +59,35 @@ def api_router(authkit: AuthKit) -> APIRouter:
         return found
 
     Me = Annotated[AppUser, Depends(app_user)]
+    Claims = Annotated[AccessTokenClaims, Depends(authkit.claims)]
+
+    # --8<-- [start:membership-dependency]
+    # Until the package's `authkit.current_membership` exists, the caller's membership is read
+    # from the mirror here; swap this for Depends(authkit.current_membership) then.
+    def caller_membership(
+        session: SessionDep, claims: Claims, user: CurrentUser
+    ) -> WorkOSOrganizationMembership:
+        return active_membership(session, claims)
+
+    Membership = Annotated[WorkOSOrganizationMembership, Depends(caller_membership)]
+
+    def admin_membership(membership: Membership) -> WorkOSOrganizationMembership:
+        return require_admin(membership)
+
+    AdminMembership = Annotated[WorkOSOrganizationMembership, Depends(admin_membership)]
+    # --8<-- [end:membership-dependency]
+
+    def readable_by(session: Session, owner: AppUser, claims: AccessTokenClaims) -> Any:
+        """The caller's own lists, and those shared with their organization while they are an
+        active member of it."""
+        mine = col(TodoList.owner_id) == owner.id
+        if claims.org_id is None:
+            return mine
+        try:
+            membership = active_membership(session, claims)
+        except HTTPException:
+            return mine
+        return or_(mine, col(TodoList.organization_id) == membership.organization_id)
 
     # --8<-- [start:me]
     @router.get("/me", response_model=WorkOSUser, summary="The caller's synced WorkOS user")
@@ -58,8 +97,8 @@ def api_router(authkit: AuthKit) -> APIRouter:
     # --8<-- [end:me]
 
     @router.get("/todo-lists", response_model=list[TodoList], summary="The caller's todo lists")
-    def list_todo_lists(session: SessionDep, owner: Me) -> list[TodoList]:
-        statement = select(TodoList).where(TodoList.owner_id == owner.id)
+    def list_todo_lists(session: SessionDep, owner: Me, claims: Claims) -> list[TodoList]:
+        statement = select(TodoList).where(readable_by(session, owner, claims))
         return list(session.exec(statement.order_by(col(TodoList.id))).all())
 
     @router.post(
@@ -68,20 +107,38 @@ def api_router(authkit: AuthKit) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         summary="Create a todo list",
     )
-    def create_todo_list(body: NewTodoList, session: SessionDep, owner: Me) -> TodoList:
+    def create_todo_list(
+        body: NewTodoList, session: SessionDep, owner: Me, claims: Claims
+    ) -> TodoList:
         assert owner.id is not None
-        todo_list = TodoList(name=body.name, owner_id=owner.id)
+        # Only an active member may share with the organization (403 otherwise).
+        organization_id = (
+            active_membership(session, claims).organization_id if body.shared else None
+        )
+        todo_list = TodoList(name=body.name, owner_id=owner.id, organization_id=organization_id)
         session.add(todo_list)
         session.commit()
         session.refresh(todo_list)
         return todo_list
 
     @router.get("/todo-lists/{list_id}", response_model=TodoList, summary="One todo list")
-    def read_todo_list(list_id: int, session: SessionDep, owner: Me) -> TodoList:
-        todo_list = session.get(TodoList, list_id)
-        if todo_list is None or todo_list.owner_id != owner.id:
+    def read_todo_list(list_id: int, session: SessionDep, owner: Me, claims: Claims) -> TodoList:
+        statement = select(TodoList).where(TodoList.id == list_id)
+        todo_list = session.exec(statement.where(readable_by(session, owner, claims))).first()
+        if todo_list is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "No such todo list")
         return todo_list
+
+    # --8<-- [start:members-route]
+    @router.get(
+        "/org/members",
+        response_model=list[Member],
+        summary="The members of the caller's organization (active admins only)",
+    )
+    def list_members(session: SessionDep, admin: AdminMembership) -> list[Member]:
+        return organization_members(session, admin.organization_id)
+
+    # --8<-- [end:members-route]
 
     return router
 

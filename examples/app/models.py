@@ -31,13 +31,16 @@ class AppUser(SQLModel, table=True):
 
 
 class TodoList(SQLModel, table=True):
-    """A todo list, owned by one user."""
+    """A todo list, owned by one user, and shared with an organization when
+    ``organization_id`` is set (its active members may read it)."""
 
     __tablename__ = "todo_lists"
 
     id: int | None = Field(default=None, primary_key=True)
     name: str
     owner_id: int = Field(foreign_key="users.id", index=True)
+    # A WorkOS organization id, not a foreign key: the mirror may not hold the organization yet.
+    organization_id: str | None = Field(default=None, index=True, max_length=64)
 
 
 class AllowedDomain(SQLModel, table=True):

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.anyio
 
 # --8<-- [start:webhooks]
 async def test_a_new_user_is_synced_and_welcomed(
-    send_webhook: SendWebhook, capsys: pytest.CaptureFixture[str]
+    workos_send_webhook: SendWebhook, capsys: pytest.CaptureFixture[str]
 ) -> None:
     event = factories.user_created(email="ada@example.com")
-    response = await send_webhook(event)
+    response = await workos_send_webhook(event)
     assert response.status_code == 200
     assert "welcome, ada@example.com" in capsys.readouterr().out
     with Session(authkit.engine) as session:
@@ -28,17 +28,17 @@ async def test_a_new_user_is_synced_and_welcomed(
 
 
 async def test_an_update_that_arrives_first_still_welcomes_the_user(
-    send_webhook: SendWebhook, capsys: pytest.CaptureFixture[str]
+    workos_send_webhook: SendWebhook, capsys: pytest.CaptureFixture[str]
 ) -> None:
     update = factories.user_updated(email="late@example.com", updated_at=at(60))
     create = factories.user_created(update["data"]["id"], email="early@example.com")
-    assert (await send_webhook(update)).status_code == 200
-    assert (await send_webhook(create)).status_code == 200  # older: changes nothing
+    assert (await workos_send_webhook(update)).status_code == 200
+    assert (await workos_send_webhook(create)).status_code == 200  # older: changes nothing
     assert capsys.readouterr().out.count("welcome") == 1
 
 
-async def test_a_forged_delivery_is_refused(send_webhook: SendWebhook) -> None:
-    response = await send_webhook(factories.user_created(), secret="whsec_not_ours")
+async def test_a_forged_delivery_is_refused(workos_send_webhook: SendWebhook) -> None:
+    response = await workos_send_webhook(factories.user_created(), secret="whsec_not_ours")
     assert response.status_code == 401
 
 

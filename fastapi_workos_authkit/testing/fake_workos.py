@@ -1,20 +1,27 @@
-"""A stateful fake of the WorkOS REST API: a users store, an events log and fault injection.
+"""A stateful fake of the WorkOS REST API: users, organizations, an events log, faults.
 
 `FakeWorkOS` is a plain ASGI app. Reach it in-process with ``fake.transport()`` (pass it to
 ``AuthKit(http_transport=...)``), or serve it on a loopback port with `FakeWorkOSServer` (uvicorn
 in a thread) or ``python -m fastapi_workos_authkit.testing`` (uvicorn in its own
-process, for command-line tests and benchmarks).
+process, for command-line tests and benchmarks). Serving needs uvicorn, the ``server`` extra.
 
-It implements what the package calls (SPEC §5):
+It implements the WorkOS REST endpoints the package calls:
 
 * ``GET /user_management/users`` (``limit``, ``after``, ``before``, ``order``), oldest first;
 * ``GET /user_management/users/{id}`` (404 for an unknown or deleted user);
+* ``GET /organizations`` and ``GET /organizations/{id}``;
+* ``GET /user_management/organization_memberships`` (``user_id`` and/or ``organization_id``
+  required, ``statuses``, default only ``active``) and ``.../organization_memberships/{id}``
+  (served by `OrganizationStore`, in ``_fake_workos_orgs.py``);
 * ``GET /events`` (``events`` comma-joined or repeated, ``after``, ``range_start``, ``limit``);
 * ``GET /sso/jwks/{client_id}`` when constructed with a JWKS;
 
 checks the bearer API key (401 otherwise), and injects faults on demand: ``429`` with
-``Retry-After``, storms of 5xx answers, and connections dropped half-way through a page.
-Changing users with `create_user`, `update_user` and `delete_user` appends the matching events.
+``Retry-After``, storms of 5xx answers, and connections dropped half-way through a page, each
+on the next matching requests or only after ``skip`` of them (the Nth page of a listing).
+Changing users with `create_user`, `update_user` and `delete_user` appends the matching events,
+and so do `create_organization`, `update_organization`, `delete_organization`,
+`create_membership`, `update_membership` and `delete_membership`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import argparse
 import copy
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +40,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from . import factories
+from ._fake_workos_orgs import OrganizationStore
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -48,13 +56,15 @@ class ConnectionDropped(Exception):
 @dataclass
 class Fault:
     """One injected failure, applied to the next ``times`` requests whose path starts with
-    ``path``: an HTTP ``status`` (with ``Retry-After`` when set), or a dropped connection."""
+    ``path``, once ``skip`` of them have been let through: an HTTP ``status`` (with
+    ``Retry-After`` when set), or a dropped connection."""
 
     kind: str  # "status" or "drop"
     times: int
     path: str = "/"
     status: int = 503
     retry_after: float | None = None
+    skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class FakeWorkOS:
         self._users = _Log()
         self._live: dict[str, dict[str, Any]] = {}
         self._events = _Log()
+        self._organizations = OrganizationStore(self._log)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -148,10 +159,106 @@ class FakeWorkOS:
                 raise KeyError(f"no live user {user_id}")
             self._log("user.deleted", user, self._stamp())
 
-    def add_event(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Log an event of any type (sessions, organizations...) without changing users."""
+    def create_organization(
+        self, organization_id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Create an organization (fields as in `factories.organization`: ``name``, ``domains``
+        as a list of domain names, ``external_id``, ``metadata``) and log
+        ``organization.created``."""
         with self._lock:
-            return copy.deepcopy(self._log(event_type, data, self._stamp()))
+            return self._organizations.create_organization(self._stamp(), organization_id, fields)
+
+    def update_organization(self, organization_id: str, **fields: Any) -> dict[str, Any]:
+        """Change fields of a live organization (as WorkOS sends them), bump its
+        ``updated_at`` and log ``organization.updated``."""
+        with self._lock:
+            return self._organizations.update_organization(self._stamp(), organization_id, fields)
+
+    def delete_organization(self, organization_id: str) -> None:
+        """Delete a live organization and log ``organization.deleted`` (the full object).
+
+        Its memberships are left alone: delete them with `delete_membership`."""
+        with self._lock:
+            self._organizations.delete_organization(self._stamp(), organization_id)
+
+    def create_membership(
+        self,
+        user_id: str,
+        organization_id: str,
+        membership_id: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a membership (fields as in `factories.organization_membership`: ``role``,
+        ``roles``, ``status``...) and log ``organization_membership.created``.
+
+        The user and the organization need not exist in the fake, so a test can serve a
+        membership whose user or organization is unknown."""
+        with self._lock:
+            return self._organizations.create_membership(
+                self._stamp(), user_id, organization_id, membership_id, fields
+            )
+
+    def update_membership(self, membership_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a live membership (``role="admin"``, ``roles=[...]`` as slugs, ``status``...),
+        bump its ``updated_at`` and log ``organization_membership.updated``."""
+        with self._lock:
+            return self._organizations.update_membership(self._stamp(), membership_id, fields)
+
+    def delete_membership(self, membership_id: str) -> None:
+        """Delete a live membership and log ``organization_membership.deleted``."""
+        with self._lock:
+            self._organizations.delete_membership(self._stamp(), membership_id)
+
+    @property
+    def organizations(self) -> list[dict[str, Any]]:
+        """The live organizations, oldest first (deep copies)."""
+        with self._lock:
+            store = self._organizations.organizations
+            return [copy.deepcopy(o) for o in store.items if o["id"] in store.live]
+
+    @property
+    def memberships(self) -> list[dict[str, Any]]:
+        """The live memberships, oldest first (deep copies)."""
+        with self._lock:
+            store = self._organizations.memberships
+            return [copy.deepcopy(m) for m in store.items if m["id"] in store.live]
+
+    def add_event(
+        self, event_type: str, data: dict[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """Log an event of any type (sessions, organizations...) without changing users.
+
+        ``event_id`` overrides the generated id (to serve a hostile or odd one)."""
+        with self._lock:
+            return copy.deepcopy(self._log(event_type, data, self._stamp(), event_id))
+
+    def restore(
+        self,
+        *,
+        users: Sequence[dict[str, Any]] = (),
+        organizations: Sequence[dict[str, Any]] = (),
+        memberships: Sequence[dict[str, Any]] = (),
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Load saved live objects and an events log as they are, logging no new events.
+
+        For resuming a fake that was saved from `users`, `organizations`, `memberships` and
+        `events` (the ``dev serve`` state folder does this), so that ids, timestamps and the
+        Events API's cursors stay valid across a restart. Call it on a fresh fake."""
+        with self._lock:
+            for saved in users:
+                user = copy.deepcopy(saved)
+                self._users.append(user)
+                self._live[user["id"]] = user
+            for organization in organizations:
+                self._organizations.organizations.add(copy.deepcopy(organization), "organization")
+            for membership in memberships:
+                self._organizations.memberships.add(copy.deepcopy(membership), "membership")
+            for event in events:
+                self._events.append(copy.deepcopy(event))
+            stamps = [_parse(e["created_at"]) for e in self._events.items]
+            if stamps:
+                self._last_stamp = max(stamps)
 
     def seed_users(self, count: int) -> None:
         """Create ``count`` users quickly (benchmarks), each with its ``user.created`` event."""
@@ -172,17 +279,25 @@ class FakeWorkOS:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def fail_with_429(self, times: int = 1, *, retry_after: float = 1, path: str = "/") -> None:
-        """Answer the next ``times`` matching requests ``429`` with ``Retry-After``."""
-        self._faults.append(Fault("status", times, path, 429, retry_after))
+    def fail_with_429(
+        self, times: int = 1, *, retry_after: float = 1, path: str = "/", skip: int = 0
+    ) -> None:
+        """Answer the next ``times`` matching requests ``429`` with ``Retry-After``, after
+        letting ``skip`` of them through."""
+        self._faults.append(Fault("status", times, path, 429, retry_after, skip))
 
-    def fail_with_status(self, times: int = 1, *, status: int = 503, path: str = "/") -> None:
-        """Answer the next ``times`` matching requests with ``status`` (a 5xx storm)."""
-        self._faults.append(Fault("status", times, path, status))
+    def fail_with_status(
+        self, times: int = 1, *, status: int = 503, path: str = "/", skip: int = 0
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (a 5xx storm, or a
+        revoked key's 401), after letting ``skip`` of them through: ``skip=1`` on
+        ``/user_management/users`` fails a listing's second page."""
+        self._faults.append(Fault("status", times, path, status, skip=skip))
 
-    def drop_connection(self, times: int = 1, *, path: str = "/") -> None:
-        """Send half of the next ``times`` matching pages, then drop the connection."""
-        self._faults.append(Fault("drop", times, path))
+    def drop_connection(self, times: int = 1, *, path: str = "/", skip: int = 0) -> None:
+        """Send half of the next ``times`` matching pages, then drop the connection, after
+        letting ``skip`` of them through."""
+        self._faults.append(Fault("drop", times, path, skip=skip))
 
     # -- transport -------------------------------------------------------------------------
 
@@ -245,12 +360,19 @@ class FakeWorkOS:
                 return 200, dict(user), {}, drop
             if path == "/events":
                 return (*self._list_events(query), {}, drop)
+            answer = self._organizations.handle(path, query)
+            if answer is not None:
+                status, body = answer
+                return status, body, {}, drop and status == 200
         return 404, {"message": "Not found"}, {}, False
 
     def _next_fault(self, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.times > 0 and path.startswith(fault.path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
@@ -334,9 +456,17 @@ class FakeWorkOS:
         self._last_stamp = moment
         return moment
 
-    def _log(self, event_type: str, data: dict[str, Any], stamp: datetime) -> dict[str, Any]:
+    def _log(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        stamp: datetime,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
         # A deep copy: the log keeps the user as it was, however the live user changes later.
-        event = factories.event(event_type, copy.deepcopy(data), created_at=stamp)
+        event = factories.event(
+            event_type, copy.deepcopy(data), event_id=event_id, created_at=stamp
+        )
         self._events.append(event)
         return event
 
@@ -380,6 +510,19 @@ class _FakeTransport(httpx.AsyncBaseTransport):
             ) from None
 
 
+def _uvicorn(feature: str) -> Any:
+    # uvicorn is the `server` extra: only serving the fake on a real port needs it.
+    try:
+        import uvicorn
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"{feature} serves the fake WorkOS with uvicorn, which is not installed: install "
+            "the server extra, pip install 'fastapi-workos-authkit[server]' (or pip install "
+            "uvicorn). FakeWorkOS itself needs no server: pass it as AuthKit(http_transport=...)."
+        ) from exc
+    return uvicorn
+
+
 class FakeWorkOSServer:
     """Serve a `FakeWorkOS` with uvicorn on a free loopback port, in a background thread.
 
@@ -390,8 +533,7 @@ class FakeWorkOSServer:
     """
 
     def __init__(self, fake: FakeWorkOS, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
+        uvicorn = _uvicorn("FakeWorkOSServer")
         self.fake = fake
         config = uvicorn.Config(fake, host=host, port=port, log_level="critical", lifespan="on")
         self._server = uvicorn.Server(config)
@@ -429,8 +571,7 @@ def serve(fake: FakeWorkOS) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run a seeded fake WorkOS under uvicorn (for the command-line tests and benchmarks)."""
-    import uvicorn
-
+    uvicorn = _uvicorn("python -m fastapi_workos_authkit.testing")
     parser = argparse.ArgumentParser(description="Serve a fake WorkOS REST API on loopback.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -1,7 +1,11 @@
 """pytest fixtures for apps built on fastapi-workos-authkit, loaded automatically once installed.
 
-The plugin is registered under the ``pytest11`` entry point, so every project that installs the
-package gets these fixtures without any import. Nothing in them talks to WorkOS.
+The plugin is registered under the ``pytest11`` entry point, so a test suite gets these fixtures
+as soon as the package is installed in its environment, without any import or ``conftest.py``
+line. Every fixture's name starts with ``workos_``, so none clashes with a project's own. A suite
+that does not want them turns the plugin off with ``pytest -p no:fastapi_workos_authkit`` (or
+``addopts = "-p no:fastapi_workos_authkit"`` in its pytest configuration). Nothing in them talks
+to WorkOS.
 
 Fixtures, from the bottom up:
 
@@ -13,7 +17,8 @@ Fixtures, from the bottom up:
 * ``workos_authkit``: ``AuthKit(**workos_authkit_options)``; override it to return your own;
 * ``workos_app``: a minimal app mounting ``workos_authkit``; override it to return your own;
 * ``workos_client``: an ``httpx.AsyncClient`` talking to ``workos_app`` with its lifespan run;
-* ``send_webhook`` / ``send_action``: POST a signed webhook delivery / Action request through it.
+* ``workos_send_webhook`` / ``workos_send_action``: POST a signed webhook delivery / Action
+  request through it.
 
 The async fixtures run under anyio's pytest plugin: mark async tests with
 ``pytest.mark.anyio``.
@@ -40,8 +45,6 @@ __all__ = [
     "SendAction",
     "SendWebhook",
     "WorkOSTestConfig",
-    "send_action",
-    "send_webhook",
     "workos_app",
     "workos_authkit",
     "workos_authkit_options",
@@ -49,14 +52,16 @@ __all__ = [
     "workos_config",
     "workos_database_url",
     "workos_fake",
+    "workos_send_action",
+    "workos_send_webhook",
     "workos_tokens",
 ]
 
 SendWebhook = Callable[..., Awaitable[httpx.Response]]
-"""``await send_webhook(payload, *, secret=None, timestamp_ms=None)``."""
+"""``await workos_send_webhook(payload, *, secret=None, timestamp_ms=None)``."""
 
 SendAction = Callable[..., Awaitable[httpx.Response]]
-"""``await send_action(payload, *, secret=None, timestamp_ms=None)``."""
+"""``await workos_send_action(payload, *, secret=None, timestamp_ms=None)``."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ async def workos_client(
 
 
 @pytest.fixture
-def send_webhook(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendWebhook:
+def workos_send_webhook(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendWebhook:
     """POST a signed webhook delivery to the app, as WorkOS would; returns the response.
 
     The body is signed with ``workos_authkit``'s webhook secret unless ``secret`` is given.
@@ -169,7 +174,7 @@ def send_webhook(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> S
         secret: str | None = None,
         timestamp_ms: int | None = None,
     ) -> httpx.Response:
-        key = secret or workos_authkit.settings.require_webhook_secret("send_webhook")
+        key = secret or workos_authkit.settings.require_webhook_secret("workos_send_webhook")
         body, headers = signed_delivery(payload, key, timestamp_ms=timestamp_ms)
         url = f"{workos_authkit.settings.prefix}/webhook"
         return await workos_client.post(url, content=body, headers=headers)
@@ -178,7 +183,7 @@ def send_webhook(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> S
 
 
 @pytest.fixture
-def send_action(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendAction:
+def workos_send_action(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> SendAction:
     """POST a signed Action request to the app, as WorkOS would; returns the response."""
 
     async def send(
@@ -187,7 +192,7 @@ def send_action(workos_client: httpx.AsyncClient, workos_authkit: AuthKit) -> Se
         secret: str | None = None,
         timestamp_ms: int | None = None,
     ) -> httpx.Response:
-        key = secret or workos_authkit.settings.require_action_secret("send_action")
+        key = secret or workos_authkit.settings.require_action_secret("workos_send_action")
         body, headers = signed_action_request(payload, key, timestamp_ms=timestamp_ms)
         url = f"{workos_authkit.settings.prefix}/action"
         return await workos_client.post(url, content=body, headers=headers)

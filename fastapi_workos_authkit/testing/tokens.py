@@ -103,7 +103,7 @@ def encode_rs256(claims: dict[str, Any], key: RSAKeyPair, header: dict[str, Any]
 
 
 class TokenFactory:
-    """Mints AuthKit access tokens with realistic claims (SPEC §4), signed by a test key.
+    """Mints RS256 access tokens with the claims AuthKit issues, signed by a test key.
 
     Args:
         client_id: The WorkOS client id; the default issuer is
@@ -138,11 +138,19 @@ class TokenFactory:
         sub: str = "user_01HXYZTESTUSER000000000000",
         *,
         org_id: str | None = None,
+        role: str | None = None,
+        roles: list[str] | None = None,
+        permissions: list[str] | None = None,
+        sid: str | None = None,
         expired: bool = False,
         not_yet_valid: bool = False,
         **extra: Any,
     ) -> dict[str, Any]:
-        """The claims `mint` signs; ``extra`` adds or overrides claims (``None`` removes one)."""
+        """The claims `mint` signs; ``extra`` adds or overrides claims (``None`` removes one).
+
+        ``org_id``, ``role``, ``roles`` and ``permissions`` are left out unless given, as in a
+        token of a session with no organization; ``sid`` defaults to a fresh session id.
+        """
         now = int(self.clock())
         iat = now
         if expired:
@@ -152,15 +160,20 @@ class TokenFactory:
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": sub,
-            "sid": "session_01" + secrets.token_hex(12).upper(),
+            "sid": sid or "session_01" + secrets.token_hex(12).upper(),
             "jti": "01" + secrets.token_hex(12).upper(),
             "iat": iat,
             "exp": iat + self.lifetime,
         }
         if not_yet_valid:
             claims["nbf"] = iat
-        if org_id is not None:
-            claims["org_id"] = org_id
+        organization_claims = {
+            "org_id": org_id,
+            "role": role,
+            "roles": roles,
+            "permissions": permissions,
+        }
+        claims.update({name: v for name, v in organization_claims.items() if v is not None})
         claims.update(extra)
         return {name: value for name, value in claims.items() if value is not None}
 
@@ -171,18 +184,30 @@ class TokenFactory:
         key: RSAKeyPair | None = None,
         kid: str | None = None,
         header: dict[str, Any] | None = None,
+        org_id: str | None = None,
+        role: str | None = None,
+        roles: list[str] | None = None,
+        permissions: list[str] | None = None,
+        sid: str | None = None,
         **claims: Any,
     ) -> str:
         """A signed RS256 access token.
 
         Args:
             sub: The user id.
+            org_id: The organization the session is scoped to (the ``org_id`` claim); left
+                out by default, as for a user signed in without an organization.
+            role: The caller's role slug in ``org_id`` (``role``), as WorkOS signed it.
+            roles: Every role slug of the caller in ``org_id`` (``roles``).
+            permissions: The permission slugs of those roles (``permissions``).
+            sid: The session id (``sid``); a fresh ``session_01...`` id by default. Pass the id
+                of a mirrored session to test what happens when it is revoked.
             key: Sign with this key instead (a foreign key, for attacks and rotation).
             kid: Put this ``kid`` in the header (by default the signing key's); pass ``""`` to
                 leave the header without one.
             header: Extra header fields (or overrides, ``None`` removes one).
-            claims: Passed to `claims`: ``org_id``, ``expired``, ``not_yet_valid``,
-                ``permissions=[...]``, ``aud=...``, ``iss=...``, any other claim.
+            claims: Passed to `claims`: ``expired``, ``not_yet_valid``, ``aud=...``,
+                ``iss=...``, any other claim (``None`` removes one).
         """
         signer = key or self.key
         full_header: dict[str, Any] = {"alg": "RS256", "typ": "JWT"}
@@ -191,7 +216,10 @@ class TokenFactory:
             full_header["kid"] = chosen_kid
         full_header.update(header or {})
         full_header = {name: value for name, value in full_header.items() if value is not None}
-        return encode_rs256(self.claims(sub, **claims), signer, full_header)
+        signed = self.claims(
+            sub, org_id=org_id, role=role, roles=roles, permissions=permissions, sid=sid, **claims
+        )
+        return encode_rs256(signed, signer, full_header)
 
     def alg_none(self, sub: str = "user_01HXYZTESTUSER000000000000", **claims: Any) -> str:
         """An unsigned token with ``alg: none`` (must be refused)."""
