@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--load", choices=["wrk", "httpx"], default=None)
     parser.add_argument(
         "--mode",
-        choices=["auto", "async", "inline", "thread"],
+        choices=["auto", "async", "thread"],
         default="auto",
         help="how current_user reads the row (UserStore.mode); auto is the library default",
     )

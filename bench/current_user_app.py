@@ -38,7 +38,7 @@ def _serve_jwks(request: httpx.Request) -> httpx.Response:
 
 
 # AuthKit builds its own engine from the URL, as an app following the quickstart does; that is
-# what lets "auto" read rows with the async reader on PostgreSQL. The hand-written dependency
+# what lets "auto" read rows on its read pool on PostgreSQL. The hand-written dependency
 # below gets its own engine, as it would in an app without this package.
 authkit = AuthKit(
     client_id=CLIENT_ID,
@@ -46,7 +46,7 @@ authkit = AuthKit(
     http_transport=httpx.MockTransport(_serve_jwks),
     api_base_url="https://api.workos.com",
 )
-# How the user row is read: "auto" (the default), "async", "inline" or "thread".
+# How the user row is read: "auto" (the default), "async" or "thread".
 authkit.users.mode = os.environ.get("BENCH_USER_LOOKUP", "auto")  # type: ignore[assignment]
 app = FastAPI(lifespan=authkit.lifespan)
 engine = make_engine(DATABASE_URL)

@@ -116,6 +116,7 @@ class AuthKit:
             handled_event_types=self.handlers.event_types,
             additional_event_types=tuple(self.settings.additional_event_types),
             events_range_start=settings.events_range_start,
+            max_connections_per_process=lambda: self.max_connections_per_process,
         )
         self.sync_action_slots = SyncHandlerSlots(settings.max_sync_action_handlers)
         """Bounds the sync Action handler threads, those past ``action_timeout`` included."""
@@ -129,6 +130,7 @@ class AuthKit:
             workos_api=self._workos_api_if_configured,
             clock=clock,
             not_found_ttl=settings.user_not_found_ttl,
+            read_pool_size=settings.read_pool_size,
         )
         self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)
         self._requirements: dict[tuple[type, Any], Any] = {}
@@ -154,8 +156,30 @@ class AuthKit:
     def engine(self) -> Engine:
         """The SQLAlchemy engine, created on first use from ``database_url`` if none was given."""
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            url = self.settings.database_url
+            if _is_sqlite(url):
+                self._engine = make_engine(url)
+            else:
+                self._engine = make_engine(
+                    url,
+                    pool_size=self.settings.pool_size,
+                    max_overflow=self.settings.max_overflow,
+                )
         return self._engine
+
+    @property
+    def max_connections_per_process(self) -> int | None:
+        """The most PostgreSQL connections this process opens through AuthKit.
+
+        ``pool_size + max_overflow`` of the engine AuthKit built, plus ``read_pool_size`` when
+        ``current_user`` reads on its own pool (see the deployment guide's connection budget).
+        ``None`` when it is not AuthKit's to know: an ``engine=`` of the app's (its own
+        ``pool_size + max_overflow`` is the budget) or SQLite (no server connections).
+        """
+        if not self._owns_engine or _is_sqlite(self.settings.database_url):
+            return None
+        engine_pool = self.settings.pool_size + self.settings.max_overflow
+        return engine_pool + self.users.read_pool_size()
 
     @property
     def owns_engine(self) -> bool:
@@ -472,6 +496,7 @@ class AuthKit:
         """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
         if self.settings.create_tables:
             await anyio.to_thread.run_sync(create_package_tables, self.engine)
+        await self.users.open()
         if self.events_poll_interval is not None and self.events_poller is None:
             self.settings.require_api_key("the Events API poller (events_poll_interval)")
         if self.settings.client_id:
@@ -494,3 +519,7 @@ class AuthKit:
         if self._token_verifier is not None:
             await self._token_verifier.aclose()
         await self.users.aclose()
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")

@@ -375,6 +375,12 @@ def _summary(command: str, result: Any) -> list[str]:
     lines = [
         "ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(data["ledger"].items())),
         f"users: {data['users']:,}, tombstones: {data['tombstones']:,}",
+        "database connections per process: "
+        + (
+            f"at most {data['max_connections_per_process']}"
+            if data.get("max_connections_per_process") is not None
+            else "not counted (SQLite, or your engine's own pool_size + max_overflow)"
+        ),
         "mirrored:",
     ]
     lines += [

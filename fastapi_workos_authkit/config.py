@@ -47,6 +47,9 @@ from .errors import ConfigurationError
 DEFAULT_API_HOSTNAME = "api.workos.com"
 DEFAULT_API_BASE_URL = "https://api.workos.com"
 DEFAULT_DATABASE_URL = "sqlite:///./workos_authkit.db"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+DEFAULT_READ_POOL_SIZE = 5
 ONE_MIB = 1024 * 1024
 MAX_LEEWAY = 300.0
 """The most clock skew `token_leeway` may allow, in seconds."""
@@ -209,6 +212,21 @@ class AuthKitSettings(BaseSettings):
         validation_alias=AliasChoices("AUTHKIT_DATABASE_URL"),
         description="`postgresql://` and `postgres://` URLs use psycopg 3; ignored with `engine=`.",
     )
+    pool_size: int = Field(
+        DEFAULT_POOL_SIZE,
+        description="PostgreSQL: connections the engine keeps open (SQLAlchemy `pool_size`); "
+        "ignored with `engine=`.",
+    )
+    max_overflow: int = Field(
+        DEFAULT_MAX_OVERFLOW,
+        description="PostgreSQL: connections the engine may open beyond `pool_size` under load "
+        "(SQLAlchemy `max_overflow`); ignored with `engine=`.",
+    )
+    read_pool_size: int = Field(
+        DEFAULT_READ_POOL_SIZE,
+        description="PostgreSQL: connections of the async read pool `current_user` reads users "
+        "through (SQLite reads on one thread and opens none).",
+    )
     additional_event_types: tuple[str, ...] = Field(
         (),
         description="Event types the reconciler pulls from the Events API besides `user.*` and "
@@ -347,6 +365,25 @@ class AuthKitSettings(BaseSettings):
         # A bool is an int to Python, and 2.5 would be rounded by a lax int: refuse both.
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError("max_sync_action_handlers must be a whole number, at least 1.")
+        return value
+
+    @field_validator("pool_size", "max_overflow", "read_pool_size", mode="before")
+    @classmethod
+    def _connection_count(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        name = info.field_name
+        least = 0 if name == "max_overflow" else 1
+        how = f"set it with AuthKit({name}=...) or {cls.environment_variable(name)}"
+        if isinstance(value, str):  # from the environment
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number (got {value!r}); {how}.") from None
+        # A bool is an int to Python, and 2.5 would be rounded by a lax int: refuse both.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number (got {value!r}); {how}.")
+        if value < least:
+            raise ValueError(f"{name} must be at least {least} (got {value}); {how}.")
         return value
 
     @field_validator("events_range_start", mode="before")

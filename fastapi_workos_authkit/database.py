@@ -36,7 +36,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite gets WAL (readers never wait for the webhook writer) and a busy timeout (writers queue
     instead of failing); PostgreSQL gets ``pool_pre_ping`` so a restarted server costs one retry,
-    not a burst of errors.
+    not a burst of errors. ``pool_size`` / ``max_overflow`` in ``kwargs`` size the pool; the
+    process's connection budget is theirs (see the deployment guide).
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -139,8 +140,31 @@ def unavailable_as_error() -> Iterator[None]:
     except SQLAlchemyError as exc:
         if not is_unavailable(exc):
             raise
-        reason = driver_message(exc) or type(exc).__name__
+        if isinstance(exc, PoolTimeoutError):
+            # SQLAlchemy's own message names the sizes ("QueuePool limit of size 5 overflow 10
+            # reached, connection timed out, timeout 30.00"): say what to change beside it.
+            reason = str(exc).strip().splitlines()[0].split(" (Background on this error")[0]
+            logger.error(
+                "the database connection pool is exhausted (%s): raise pool_size/max_overflow "
+                "(AuthKit options, or your engine's) and PostgreSQL's max_connections with "
+                "them (see the deployment guide's connection budget), or shorten handlers",
+                reason,
+            )
+        else:
+            reason = driver_message(exc) or type(exc).__name__
+            if _TOO_MANY_CLIENTS in reason or _SLOTS_RESERVED in reason:
+                logger.error(
+                    "PostgreSQL refused a connection: max_connections is reached (%s). The "
+                    "processes' connection budgets add up to more than the server allows: see "
+                    "the deployment guide's connection budget",
+                    reason,
+                )
         raise DatabaseUnavailableError(f"The database is unavailable: {reason}") from exc
+
+
+# PostgreSQL's messages when max_connections (or the non-superuser share of it) is used up.
+_TOO_MANY_CLIENTS = "too many clients already"
+_SLOTS_RESERVED = "remaining connection slots are reserved"
 
 
 def driver_message(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ and never logged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -22,12 +23,12 @@ from fastapi import HTTPException, WebSocketException, status
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security.base import SecurityBase
-from sqlalchemy import Engine, bindparam, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, inspect, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 
-from .config import Clock
-from .database import is_unavailable, unavailable_as_error
+from .config import DEFAULT_READ_POOL_SIZE, Clock
+from .database import unavailable_as_error
 from .errors import DatabaseUnavailableError, HandlerError
 from .events import MAX_USER_ID_LENGTH
 from .tables import WorkOSUser, WorkOSUserTombstone
@@ -35,7 +36,8 @@ from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError, 
 from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
 
 if TYPE_CHECKING:
-    from ._async_pg import AsyncPostgresReader
+    from ._read_pool import ReadPool
+    from ._read_thread import ReadThread
     from .pipeline import EventPipeline
 
 logger = logging.getLogger("fastapi_workos_authkit")
@@ -186,14 +188,11 @@ def _compile_plan(engine: Engine) -> _ReadPlan:
     table = WorkOSUser.__table__  # type: ignore[attr-defined]
     compiled = select(table).where(table.c.id == bindparam("user_id")).compile(dialect=dialect)
     attributes = {
-        column.key: prop.key
-        for prop in WorkOSUser.__mapper__.column_attrs  # type: ignore[attr-defined]
-        for column in prop.columns
+        column.key: prop.key for prop in inspect(WorkOSUser).column_attrs for column in prop.columns
     }
     return _ReadPlan(
         sql=str(compiled),
         positional=bool(compiled.positional),
-        autocommit=dialect.name == "postgresql" and dialect.driver == "psycopg",
         columns=tuple(
             (
                 attributes[column.key],
@@ -208,8 +207,14 @@ class UserNotFoundError(Exception):
     """The token is valid but its user is unknown, deleted, or not synced (answer 401)."""
 
 
-ReadMode = Literal["auto", "async", "inline", "thread"]
+ReadMode = Literal["auto", "async", "thread"]
 """How `UserStore` runs its primary-key read."""
+
+
+def _fetch_on_engine(engine: Engine, sql: str, params: Any) -> Sequence[Any] | None:
+    connection: Connection
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(sql, params).first()
 
 
 @dataclass(frozen=True)
@@ -218,7 +223,6 @@ class _ReadPlan:
 
     sql: str
     positional: bool
-    autocommit: bool
     # in select order: (attribute name, SQLAlchemy's own result processor for that column)
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
@@ -227,30 +231,34 @@ class UserStore:
     """Reads `WorkOSUser` rows by primary key, and fetches unsynced users just in time.
 
     The read runs on every authenticated request, so it is built for speed (measured by
-    ``bench/bench_current_user.py``). The ``SELECT`` is compiled once by SQLAlchemy and run on
-    a DB-API connection checked out of the engine's own pool; each value goes through the
-    column type's own result processor (aware UTC datetimes, JSON), and the row becomes a
-    `WorkOSUser` the way the ORM builds a loaded row, marked detached, so an app can
-    ``session.merge()`` it like any loaded row. On PostgreSQL the read runs in autocommit mode
-    (no ``BEGIN``/``ROLLBACK`` round trips), and the connection goes back to the pool
-    transactional again. An ORM ``Session.get`` does the same work with several times the
-    overhead.
+    ``bench/bench_current_user.py``), from public APIs only. The ``SELECT`` is compiled once by
+    SQLAlchemy Core for the engine's dialect; each value goes through the column type's own
+    result processor (aware UTC datetimes, JSON); the row becomes a `WorkOSUser` the way the
+    ORM's loader builds one (a new instance from the mapper's class manager, its state's dict
+    filled in, no attribute events), marked detached, so an app can ``session.merge()`` it like
+    any loaded row. An ORM ``Session.get`` does the same work with several times the overhead.
 
-    How the read is run (``mode``; measured by the benchmark):
+    The event loop never waits on the database. How the read is run (``mode``):
 
-    * ``"auto"`` (default): ``"inline"`` on SQLite; ``"async"`` on PostgreSQL with psycopg 3
-      when AuthKit built the engine itself from ``database_url``; ``"thread"`` otherwise,
-      including an ``engine=`` of the app's, whose ``connect_args`` (``sslmode``...),
-      ``creator`` or connect hooks only its own pool applies.
-    * ``"async"``: awaited on a small pool of async psycopg connections opened from the
-      engine's URL (not its ``connect_args``); the event loop never waits on the network and
-      no thread hop is paid.
-    * ``"inline"``: run synchronously on the event loop. A SQLite primary-key read is a few
-      microseconds of local file access, cheaper than any hop.
-    * ``"thread"``: run in a worker thread on the engine's pool.
+    * ``"auto"`` (default): ``"async"`` on PostgreSQL with psycopg 3 when AuthKit built the
+      engine itself from ``database_url``; ``"thread"`` otherwise: SQLite, any other driver,
+      and an ``engine=`` of the app's, whose ``connect_args`` (``sslmode``...), ``creator`` or
+      connect hooks only its own pool applies.
+    * ``"async"``: awaited on the read pool (`psycopg_pool.AsyncConnectionPool`, at most
+      ``read_pool_size`` autocommit connections opened from the engine's URL, not its
+      ``connect_args``): one round trip, no thread hop. The pool belongs to the app's lifespan
+      (opened on its first read, closed at shutdown); outside a lifespan the read runs as
+      ``"thread"``.
+    * ``"thread"``: ``engine.connect()`` in a worker thread, on the engine's own pool, exactly
+      as the engine is configured. On SQLite, inside the lifespan, that thread is one reader
+      thread fed by a queue (`ReadThread`): a local read takes microseconds, and anyio's
+      thread pool costs several times that per request under load. With AuthKit's own SQLite
+      engine that thread keeps one connection checked out and runs the compiled statement on
+      its DB-API cursor.
 
-    A connection the server dropped (a restart) costs one retry, not an error: the engine's
-    idle connections are discarded and the read runs again on a new one.
+    A connection the server dropped (a restart) costs one retry, not an error: on the engine's
+    pool SQLAlchemy invalidates the pool's older connections when it sees the disconnect; the
+    read pool checks its idle ones and replaces the dead.
 
     The just-in-time fetch of an unsynced user is single-flight: concurrent requests for one id
     share one WorkOS call and its outcome, failures included. A 404 is remembered for
@@ -268,6 +276,7 @@ class UserStore:
         clock: Returns Unix seconds, for ``not_found_ttl``.
         mode: One of the above.
         not_found_ttl: Seconds a 404 from WorkOS is remembered (0 remembers nothing).
+        read_pool_size: The most connections the ``"async"`` read pool opens.
     """
 
     def __init__(
@@ -280,9 +289,12 @@ class UserStore:
         clock: Clock,
         mode: ReadMode = "auto",
         not_found_ttl: float = 5.0,
+        read_pool_size: int = DEFAULT_READ_POOL_SIZE,
     ) -> None:
         if not not_found_ttl >= 0:  # also refuses NaN
             raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
+        if read_pool_size < 1:
+            raise ValueError("read_pool_size must be at least 1")
         self._engine = engine
         self._owns_engine = owns_engine
         self._pipeline = pipeline
@@ -290,39 +302,49 @@ class UserStore:
         self._clock = clock
         self.mode: ReadMode = mode
         self.not_found_ttl = float(not_found_ttl)
+        self._read_pool_size = read_pool_size
         # user id -> when its 404 stops being trusted; insertion order is expiry order, since
         # every entry lives the same TTL, so the first entry is always the next to expire.
         self._not_found: OrderedDict[str, float] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self._plan: tuple[Engine, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
-        self._async_reader: AsyncPostgresReader | None = None
-        self._new_instance = WorkOSUser._sa_class_manager.new_instance  # type: ignore[attr-defined]
+        self._read_pool: ReadPool | None = None
+        self._read_thread: ReadThread[WorkOSUser | None] | None = None
+        self._held: Connection | None = None  # the SQLite reader thread's own connection
+        self._open_lock = anyio.Lock()
+        # The event loop of the lifespan that is running (None outside one): the read pool is
+        # opened and closed on it, and only reads on it may use the pool.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_instance = inspect(WorkOSUser).class_manager.new_instance
 
     def resolved_mode(self) -> ReadMode:
-        """The mode reads use now: ``mode``, with ``"auto"`` resolved for the engine."""
+        """The mode reads use inside the lifespan: ``mode``, with ``"auto"`` resolved."""
         if self.mode != "auto":
             return self.mode
         dialect = self._engine().dialect
-        if dialect.name == "sqlite":
-            return "inline"
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
             return "async" if self._owns_engine else "thread"
         return "thread"
 
-    def reader_backend_pids(self) -> list[int]:
+    def read_pool_size(self) -> int:
+        """Connections the read pool may open in this process: 0 unless reads are ``"async"``."""
+        return self._read_pool_size if self.resolved_mode() == "async" else 0
+
+    async def reader_backend_pids(self) -> list[int]:
         """PostgreSQL process ids of the connections reads would use next (tests, diagnostics).
 
-        The async reader's idle connections in ``"async"`` mode; otherwise the one connection
-        the engine's pool hands out next.
+        The read pool's idle connections while it is open; otherwise the one connection the
+        engine's pool hands out next.
         """
-        if self.resolved_mode() == "async":
-            return [] if self._async_reader is None else self._async_reader.idle_backend_pids()
-        connection = self._engine().raw_connection()
-        try:
-            return [connection.driver_connection.info.backend_pid]  # type: ignore[union-attr]
-        finally:
-            connection.close()
+        if self._read_pool is not None:
+            return await self._read_pool.backend_pids()
+
+        def ask() -> list[int]:
+            with unavailable_as_error(), self._engine().connect() as connection:
+                return [connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()]
+
+        return await anyio.to_thread.run_sync(ask)
 
     def _plan_for(self, engine: Engine) -> _ReadPlan:
         cached = self._plan
@@ -334,73 +356,51 @@ class UserStore:
             return self._plan[1]
 
     def read(self, user_id: str) -> WorkOSUser | None:
-        """The row for ``user_id``, or ``None``. Synchronous; raises `DatabaseUnavailableError`."""
+        """The row for ``user_id``, or ``None``, read on the engine's pool.
+
+        Synchronous (blocking: call it from a worker thread); raises `DatabaseUnavailableError`.
+        """
         engine: Engine = self._engine()
         plan = self._plan_for(engine)
-        dialect = engine.dialect
-        dbapi = dialect.loaded_dbapi
-        params = (user_id,) if plan.positional else {"user_id": user_id}
-        for attempt in (1, 2):
+        params: Any = (user_id,) if plan.positional else {"user_id": user_id}
+        with unavailable_as_error():
             try:
-                connection = engine.raw_connection()
-            except dbapi.Error as exc:  # a raw checkout is not wrapped by SQLAlchemy
-                raise DatabaseUnavailableError("The database is unavailable") from exc
-            except SQLAlchemyError as exc:
-                if is_unavailable(exc):
-                    raise DatabaseUnavailableError("The database is unavailable") from exc
-                raise
-            cursor: Any = None
-            driver: Any = connection.driver_connection
-            try:
-                if plan.autocommit:
-                    # psycopg switches client-side (no round trip) while no transaction is open;
-                    # switched back below, so the app's pooled connections stay transactional.
-                    driver.autocommit = True
-                cursor = connection.cursor()
-                cursor.execute(plan.sql, params)
-                row = cursor.fetchone()
-            except dbapi.Error as exc:
-                disconnected = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
-                if disconnected:
-                    connection.invalidate(exc)
-                    # The server restarted: the pool's other idle connections are dead too, and
-                    # retrying on one of them would fail again. Drop them all, retry on a new one.
-                    engine.pool.dispose()
-                    if attempt == 1:
-                        continue
-                if disconnected or isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
-                    raise DatabaseUnavailableError("The database is unavailable") from exc
-                raise
-            finally:
-                if cursor is not None:
-                    with contextlib.suppress(dbapi.Error):
-                        cursor.close()
-                if plan.autocommit and connection.dbapi_connection is not None:
-                    with contextlib.suppress(dbapi.Error):
-                        driver.autocommit = False
-                connection.close()
-            break
-        return self._build(plan, row)
-
-    async def read_async(self, user_id: str) -> WorkOSUser | None:
-        """`read`, awaited on the async psycopg pool (PostgreSQL only)."""
-        engine: Engine = self._engine()
-        plan = self._plan_for(engine)
-        if self._async_reader is None:
-            # Created on the event loop with no await in between: no other task can race here.
-            from ._async_pg import AsyncPostgresReader
-
-            self._async_reader = AsyncPostgresReader(engine)
-        row = await self._async_reader.fetch_one(plan.sql, {"user_id": user_id})
+                row = _fetch_on_engine(engine, plan.sql, params)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The server dropped the connection (a restart). SQLAlchemy has invalidated
+                # the pool's other connections of that age too, so the retry gets a new one.
+                row = _fetch_on_engine(engine, plan.sql, params)
         return self._build(plan, row)
 
     async def _read_in_mode(self, user_id: str) -> WorkOSUser | None:
-        mode = self.resolved_mode()
-        if mode == "async":
-            return await self.read_async(user_id)
-        if mode == "thread":
-            return await anyio.to_thread.run_sync(self.read, user_id)
-        return self.read(user_id)
+        """The row for ``user_id``, or ``None``, without blocking the event loop.
+
+        Inside the lifespan: on the read pool (``"async"``), or on SQLite in the reader thread;
+        otherwise, or outside the lifespan, in one of anyio's worker threads. Raises
+        `DatabaseUnavailableError`.
+        """
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if self.resolved_mode() == "async":
+                pool = self._read_pool or await self._open_read_pool()
+                if pool is not None:
+                    plan = self._plan_for(self._engine())
+                    row = await pool.fetch_one(plan.sql, {"user_id": user_id})
+                    return self._build(plan, row)
+            elif self._read_thread is not None:
+                return await self._read_thread.run(user_id)
+        return await anyio.to_thread.run_sync(self.read, user_id)
+
+    async def _open_read_pool(self) -> ReadPool | None:
+        async with self._open_lock:
+            if self._read_pool is None and self._loop is asyncio.get_running_loop():
+                from ._read_pool import ReadPool  # psycopg is an optional dependency
+
+                pool = ReadPool(self._engine(), size=self._read_pool_size)
+                await pool.open()
+                self._read_pool = pool
+        return self._read_pool
 
     def _build(self, plan: _ReadPlan, row: Sequence[Any] | None) -> WorkOSUser | None:
         if row is None:
@@ -410,26 +410,80 @@ class UserStore:
         # the names from cursor.description instead costs more than the rest of this loop.
         for (attribute, process), value in zip(plan.columns, row, strict=True):
             values[attribute] = process(value) if process and value is not None else value
-        # What the ORM does for a loaded row: a new instance without __init__ (no validation of
-        # values the database already holds), its state filled in, then marked persistent-
-        # detached so `session.merge(user)` updates the row rather than inserting it again.
+        # What the ORM's loader does with a loaded row: a new instance from the mapper's class
+        # manager, without __init__ (no validation of values the database already holds), its
+        # values put straight into the instance state's dict (committed values, no attribute
+        # events), then marked persistent-detached so `session.merge(user)` updates the row
+        # rather than inserting it again. The constructor costs 6x this, set_committed_value 3x.
         user: WorkOSUser = self._new_instance()
-        user.__dict__.update(values)
+        inspect(user).dict.update(values)
         make_transient_to_detached(user)
         return user
 
+    async def open(self) -> None:
+        """Start serving reads on this event loop (the lifespan calls it).
+
+        On SQLite the reader thread starts; the PostgreSQL read pool opens on the first read.
+        """
+        self._loop = asyncio.get_running_loop()
+        if self._read_thread is None and self._engine().dialect.name == "sqlite":
+            from ._read_thread import ReadThread
+
+            if self._owns_engine:
+                self._read_thread = ReadThread(
+                    self._read_held, name="authkit-sqlite-read", on_stop=self._release_held
+                )
+            else:
+                # An app's engine: each read checks a connection out and back, as usual.
+                self._read_thread = ReadThread(self.read, name="authkit-sqlite-read")
+
+    def _read_held(self, user_id: str) -> WorkOSUser | None:
+        """`read` on one connection the reader thread keeps checked out of AuthKit's own
+        SQLite engine (only that thread uses it; it goes back to the pool when the thread
+        stops). Skipping the checkout and the result wrapping per read makes the hop to the
+        thread cost no more than the read did on the event loop."""
+        engine = self._engine()
+        plan = self._plan_for(engine)
+        if self._held is None:
+            with unavailable_as_error():
+                self._held = engine.connect()
+        driver_connection = self._held.connection  # the DB-API connection (public API)
+        try:
+            cursor = driver_connection.cursor()
+            try:
+                cursor.execute(plan.sql, (user_id,))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            # Ends the read transaction sqlite3 may have begun (it does with autocommit=False),
+            # so the next read sees every commit made since.
+            driver_connection.rollback()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            self._release_held()  # the next read starts on a fresh connection
+            if isinstance(exc, engine.dialect.loaded_dbapi.OperationalError):
+                raise DatabaseUnavailableError(f"The database is unavailable: {exc}") from exc
+            raise
+        return self._build(plan, row)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                held.close()
+
     async def aclose(self) -> None:
-        """Close the async reader's connections (the engine's pool is the engine owner's)."""
-        if self._async_reader is not None:
-            await self._async_reader.aclose()
-            self._async_reader = None
-        self.dispose()
+        """Close the read pool and stop the reader thread (the engine's pool is left alone)."""
+        pool, self._read_pool = self._read_pool, None
+        thread, self._read_thread = self._read_thread, None
+        self._loop = None
+        if thread is not None:
+            thread.stop()
+        if pool is not None:
+            await pool.aclose()
+        self._plan = None
 
     def dispose(self) -> None:
-        """Close the async reader's connections now, without awaiting (prefer `aclose`)."""
-        if self._async_reader is not None:
-            self._async_reader.discard()
-            self._async_reader = None
+        """Forget the compiled read (the read pool, if any, is closed by `aclose`)."""
         self._plan = None
 
     def is_tombstoned(self, user_id: str) -> bool:
@@ -621,8 +675,8 @@ async def _load_user(
     except UserNotFoundError as exc:
         logger.info("access token refused for user %s: %s", claims.sub, exc)
         raise _refuse(connection, str(exc)) from None
-    except DatabaseUnavailableError:
-        logger.error("current_user: the database is unavailable")
+    except DatabaseUnavailableError as exc:
+        logger.error("current_user: %s", exc)
         raise _unavailable(connection, "The database is unavailable; retry later") from None
     except (WorkOSAPIError, TimeoutError) as exc:
         logger.error("current_user: could not fetch user %s from WorkOS: %r", claims.sub, exc)

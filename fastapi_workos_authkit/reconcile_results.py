@@ -184,6 +184,9 @@ class SyncStatus:
     cursors: dict[str, str | None] = field(default_factory=dict)
     last_failures: list[FailedEvent] = field(default_factory=list)
     leases: list[LeaseInfo] = field(default_factory=list)
+    max_connections_per_process: int | None = None
+    """The most PostgreSQL connections one process of this configuration opens (``None``: an
+    app's own engine, whose ``pool_size + max_overflow`` is the budget, or SQLite)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""

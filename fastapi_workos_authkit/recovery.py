@@ -76,6 +76,8 @@ class Recovery:
         additional_event_types: Event types to pull besides ``user.*`` and the handled ones.
         events_range_start: Where the very first `sync_events` run starts: a ``timedelta``
             before now, an aware ``datetime``, or ``None`` for 30 days.
+        max_connections_per_process: Returns the most PostgreSQL connections one process opens
+            (``None`` when not the owner's to know); `sync_status` reports it.
     """
 
     engine: Callable[[], Engine]
@@ -85,6 +87,7 @@ class Recovery:
     handled_event_types: Callable[[], Iterable[str]]
     additional_event_types: tuple[str, ...] = ()
     events_range_start: datetime | timedelta | None = None
+    max_connections_per_process: Callable[[], int | None] = lambda: None
 
     def now(self) -> datetime:
         """The clock's time as an aware UTC datetime."""

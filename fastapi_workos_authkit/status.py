@@ -76,4 +76,6 @@ async def sync_status(recovery: Recovery, *, failures: int = 10) -> SyncStatus:
                 ],
             )
 
-    return await anyio.to_thread.run_sync(lambda: guarded(read))
+    status = await anyio.to_thread.run_sync(lambda: guarded(read))
+    status.max_connections_per_process = recovery.max_connections_per_process()
+    return status

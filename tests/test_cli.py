@@ -381,6 +381,25 @@ def test_the_fake_workos_serves_from_its_own_process() -> None:
     assert "RuntimeWarning" not in errors
 
 
+def test_status_reports_the_connection_budget_per_process(
+    tmp_path: Path, backend: str, database_url: str
+) -> None:
+    env = {
+        "AUTHKIT_DATABASE_URL": database_url,
+        "AUTHKIT_POOL_SIZE": "3",
+        "AUTHKIT_MAX_OVERFLOW": "2",
+        "AUTHKIT_READ_POOL_SIZE": "4",
+    }
+    result = run_cli(tmp_path, "--json", "status", env=env)
+    assert result.returncode == 0, result.stderr
+    # PostgreSQL: pool_size + max_overflow + read_pool_size; SQLite opens no server connections.
+    expected = 9 if backend == "postgresql" else None
+    assert json.loads(result.stdout)["max_connections_per_process"] == expected
+    text = run_cli(tmp_path, "status", env=env)
+    line = "at most 9" if backend == "postgresql" else "not counted (SQLite"
+    assert f"database connections per process: {line}" in text.stdout
+
+
 PROBE_MODULE = (
     'from fastapi_workos_authkit import AuthKit\nauthkit = AuthKit(client_id="client_01{}")\n'
 )

@@ -690,7 +690,7 @@ async def test_tokens_never_reach_the_logs(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("mode", ["auto", "async", "inline", "thread"])
+@pytest.mark.parametrize("mode", ["auto", "async", "thread"])
 async def test_every_read_mode_gives_the_same_row(
     client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, backend: str, mode: str
 ) -> None:
@@ -711,7 +711,7 @@ async def test_every_read_mode_gives_the_same_row(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest.mark.parametrize("mode", ["auto", "thread"])
 async def test_reads_leave_the_apps_pool_transactional(
     client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, engine: Engine, mode: str
 ) -> None:
@@ -733,14 +733,78 @@ async def test_reads_leave_the_apps_pool_transactional(
         assert again.first_name == "Marcelina"
 
 
-def test_auto_mode_is_inline_on_sqlite_and_async_only_on_an_engine_authkit_built(
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("mode", ["auto", "async", "thread"])
+async def test_a_read_waiting_on_the_database_never_blocks_the_event_loop(
+    client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory, engine: Engine, mode: str
+) -> None:
+    import threading
+
+    from sqlalchemy import text
+
+    seed_user(authkit, "user_01BL")
+    authkit.users.mode = mode  # type: ignore[assignment]
+    headers = bearer(tokens.mint("user_01BL"))
+    assert (await client.get("/me", headers=headers)).is_success  # the read pool is warm
+    locker = engine.connect()
+    locker.execute(text("LOCK TABLE workos_users IN ACCESS EXCLUSIVE MODE"))
+    # Released from another thread after a while, so that a read blocking the loop would make
+    # this test fail (the /claims answers come after the read), not hang.
+    release = threading.Timer(10, locker.rollback)
+    release.start()
+    try:
+        slow = asyncio.create_task(client.get("/me", headers=headers))
+        for _ in range(3):  # the read waits on the lock; the loop keeps serving meanwhile
+            assert (await client.get("/claims", headers=headers)).is_success
+        assert not slow.done()
+    finally:
+        release.cancel()
+        locker.rollback()
+        locker.close()
+    response = await slow
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.anyio
+async def test_an_engine_authkit_built_reads_every_commit(
+    jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, database_url: str
+) -> None:
+    # AuthKit's own engine: the read pool (PostgreSQL) or the reader thread's kept connection
+    # (SQLite). Each read must see what was committed since the previous one.
+    authkit = make_authkit(None, jwks, clock, database_url=database_url)  # type: ignore[arg-type]
+    app = make_app(authkit)
+    headers = bearer(tokens.mint("user_01FR"))
+    try:
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01FR", email="before@example.com")
+            for email in ("before@example.com", "after@example.com", "again@example.com"):
+                with Session(authkit.engine) as session:
+                    row = session.get(WorkOSUser, "user_01FR")
+                    assert row is not None
+                    row.email = email
+                    session.add(row)
+                    session.commit()
+                response = await c.get("/me", headers=headers)
+                assert response.json() == {"id": "user_01FR", "email": email}
+            missing = await c.get("/me", headers=bearer(tokens.mint("user_01NONE")))
+            assert missing.status_code == 401
+    finally:
+        authkit.engine.dispose()
+
+
+def test_auto_mode_is_async_only_on_a_postgresql_engine_authkit_built(
     backend: str, database_url: str, engine: Engine
 ) -> None:
     given = AuthKit(client_id=CLIENT_ID, engine=engine)
     built = AuthKit(client_id=CLIENT_ID, database_url=database_url)
     try:
         if backend == "sqlite":
-            assert given.users.resolved_mode() == built.users.resolved_mode() == "inline"
+            # Even a local file read never runs on the event loop.
+            assert given.users.resolved_mode() == built.users.resolved_mode() == "thread"
         else:
             # An app's engine may carry connect_args (sslmode...) that only its own pool
             # applies, so its reads stay on that pool, in a worker thread.
@@ -748,8 +812,8 @@ def test_auto_mode_is_inline_on_sqlite_and_async_only_on_an_engine_authkit_built
             assert built.users.resolved_mode() == "async"
     finally:
         built.engine.dispose()
-    given.users.mode = "inline"
-    assert given.users.resolved_mode() == "inline"  # an explicit mode is kept as is
+    given.users.mode = "async"
+    assert given.users.resolved_mode() == "async"  # an explicit mode is kept as is
 
 
 def test_auto_mode_never_blocks_the_loop_on_another_postgresql_driver() -> None:
@@ -798,7 +862,7 @@ async def test_an_apps_engine_keeps_its_connect_args(
 
 @pytest.mark.anyio
 @pytest.mark.postgres_only
-@pytest.mark.parametrize("mode", ["async", "inline", "thread"])
+@pytest.mark.parametrize("mode", ["async", "thread"])
 async def test_a_restarted_server_costs_one_retry_not_an_error(
     jwks: FakeJWKS,
     clock: FakeClock,
@@ -825,10 +889,10 @@ async def test_a_restarted_server_costs_one_retry_not_an_error(
             if mode == "async":
                 requests = [c.get("/me", headers=bearer(token)) for _ in range(4)]
                 assert all(r.is_success for r in await asyncio.gather(*requests))
-                pids = authkit.users.reader_backend_pids()
+                pids = await authkit.users.reader_backend_pids()
             else:
-                held = [own.raw_connection() for _ in range(4)]
-                pids = [h.driver_connection.info.backend_pid for h in held]  # type: ignore[union-attr]
+                held = [own.connect() for _ in range(4)]
+                pids = [h.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for h in held]
                 for h in held:
                     h.close()
             assert len(pids) >= 2
@@ -837,7 +901,7 @@ async def test_a_restarted_server_costs_one_retry_not_an_error(
             assert response.status_code == 200, response.text
             assert response.json()["id"] == "user_01R"
             # The dead ones are gone: the next read finds a live connection at once.
-            assert not set(authkit.users.reader_backend_pids()) & set(pids)
+            assert not set(await authkit.users.reader_backend_pids()) & set(pids)
             assert (await c.get("/me", headers=bearer(token))).is_success
     finally:
         own.dispose()
@@ -867,31 +931,33 @@ def _terminate(admin_engine: Engine, pids: list[int]) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.postgres_only
-async def test_the_async_reader_drops_connections_idle_too_long(
-    engine: Engine, database_url: str
+async def test_the_read_pool_is_closed_with_the_lifespan(
+    jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, engine: Engine, database_url: str
 ) -> None:
-    from fastapi_workos_authkit._async_pg import MAX_IDLE_SECONDS, AsyncPostgresReader
+    from sqlalchemy import text
 
-    now = [0.0]
-    reader = AsyncPostgresReader(engine, clock=lambda: now[0])
+    authkit = make_authkit(None, jwks, clock, database_url=database_url)  # type: ignore[arg-type]
+    assert authkit.users.resolved_mode() == "async"
+    app = make_app(authkit)
+    token = tokens.mint("user_01RP")
     try:
-        await asyncio.gather(*(reader.fetch_one("SELECT 1", {}) for _ in range(3)))
-        first = reader.idle_backend_pids()
-        assert len(first) == 3
-        now[0] += MAX_IDLE_SECONDS + 1  # e.g. PgBouncer or idle_session_timeout dropped them
-        assert await reader.fetch_one("SELECT 1", {}) == (1,)
-        (fresh,) = reader.idle_backend_pids()
-        assert fresh not in first  # opened anew; the old ones were closed, not retried
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01RP")
+            requests = [c.get("/me", headers=bearer(token)) for _ in range(3)]
+            assert all(r.is_success for r in await asyncio.gather(*requests))
+            pids = await authkit.users.reader_backend_pids()
+            assert 1 <= len(pids) <= authkit.settings.read_pool_size
         with engine.connect() as admin:
-            from sqlalchemy import text
-
             alive = admin.execute(
                 text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(CAST(:p AS int[]))"),
-                {"p": first},
+                {"p": pids},
             ).scalar_one()
-        assert alive == 0
+        assert alive == 0  # shutdown closed the read pool's connections
     finally:
-        await reader.aclose()
+        authkit.engine.dispose()
 
 
 @pytest.mark.anyio
