@@ -56,6 +56,25 @@ from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
 
 H = TypeVar("H", bound=Callable[..., Any])
+
+_OVERRIDABLE = frozenset(
+    {
+        "client_id",
+        "api_key",
+        "webhook_secret",
+        "action_secret",
+        "api_base_url",
+        "api_hostname",
+        "database_url",
+        "create_tables",
+        "token_leeway",
+        "jwks_cache_ttl",
+        "jwks_refetch_cooldown",
+        "jwks_timeout",
+        "token_cache_size",
+    }
+)
+"""The options `AuthKit.override` may change: those read when used, not when built."""
 R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
 
 
@@ -383,18 +402,21 @@ class AuthKit:
         router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
         settings = self.settings
         if webhooks:
+            settings.require_webhook_secret()  # missing: fail now, at start-up
             add_webhook_route(
                 router,
-                secret=settings.require_webhook_secret(),
+                # Read on every delivery, so that `override` re-points a mounted app.
+                secret=lambda: self.settings.require_webhook_secret(),
                 tolerance=settings.webhook_tolerance,
                 max_body_size=settings.max_body_size,
                 clock=self.clock,
                 pipeline=self.pipeline,
             )
         if actions or (actions is None and self.action_handlers):
+            settings.require_action_secret()
             add_action_route(
                 router,
-                secret=settings.require_action_secret(),
+                secret=lambda: self.settings.require_action_secret(),
                 tolerance=settings.action_tolerance,
                 max_body_size=settings.max_body_size,
                 clock=self.clock,
@@ -405,6 +427,78 @@ class AuthKit:
                 unhandled=settings.unhandled_action,
             )
         return router
+
+    @asynccontextmanager
+    async def override(
+        self,
+        *,
+        engine: Engine | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> AsyncIterator[AuthKit]:
+        """Point this instance at other credentials, a database and a transport for a while.
+
+        For tests of an app that builds its `AuthKit` at import (``authkit = AuthKit()`` at
+        module level): ``async with authkit.override(**workos_authkit_options):`` re-points
+        it at the testing kit's fake WorkOS and a fresh database, with no private attribute.
+        The routes already mounted read the webhook and Action secrets on every request, and
+        the token verifier, the WorkOS client and the user cache are rebuilt on first use, so
+        the mounted app follows. On exit, what was built meanwhile is closed (and an engine
+        made from ``database_url`` disposed), and the previous configuration comes back.
+
+        Args:
+            engine: The engine to use meanwhile; takes precedence over ``database_url``.
+            http_transport: The httpx transport for every call to WorkOS meanwhile.
+            **options: Options read when used: ``client_id``, ``api_key``,
+                ``webhook_secret``, ``action_secret``, ``api_base_url``, ``api_hostname``,
+                ``database_url``, ``create_tables`` and the token ones (``token_leeway``,
+                ``jwks_cache_ttl``...). The others shape the routes or the pipeline when they
+                are built, so they raise `TypeError` here: build a new `AuthKit` for those.
+
+        Not re-entrant, and not for a running production app: requests in flight would see
+        either configuration.
+        """
+        fixed = sorted(set(options) - _OVERRIDABLE)
+        if fixed:
+            raise TypeError(
+                f"override() cannot change {', '.join(fixed)}: these options are fixed when "
+                "the AuthKit or its router is built; build a new AuthKit instead (only "
+                f"{', '.join(sorted(_OVERRIDABLE))} may be overridden)"
+            )
+        saved = (
+            self.settings,
+            self._engine,
+            self._owns_engine,
+            self.http_transport,
+            self._token_verifier,
+            self._workos_api,
+        )
+        self.settings = self.settings.replace(**options)
+        if engine is not None:
+            self._engine, self._owns_engine = engine, False
+        elif "database_url" in options:
+            self._engine, self._owns_engine = None, True
+        if http_transport is not None:
+            self.http_transport = http_transport
+        self._token_verifier = None
+        self._workos_api = None
+        await self.users.rebind(owns_engine=self._owns_engine)
+        built_engine = engine is None and "database_url" in options
+        try:
+            yield self
+        finally:
+            await self.shutdown()
+            if built_engine and self._engine is not None:
+                self._engine.dispose()
+            (
+                self.settings,
+                self._engine,
+                self._owns_engine,
+                self.http_transport,
+                self._token_verifier,
+                self._workos_api,
+            ) = saved
+            await self.users.rebind(owns_engine=self._owns_engine)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:

@@ -418,6 +418,16 @@ class UserStore:
         make_transient_to_detached(user)
         return user
 
+    async def rebind(self, *, owns_engine: bool) -> None:
+        """Start afresh on the engine the getter now returns (see `AuthKit.override`).
+
+        Closes the async reader, forgets the compiled read plan and the remembered 404s, and
+        records whether AuthKit built that engine itself (which allows the async reader).
+        """
+        await self.aclose()
+        self._owns_engine = owns_engine
+        self._not_found.clear()
+
     async def aclose(self) -> None:
         """Close the async reader's connections (the engine's pool is the engine owner's)."""
         if self._async_reader is not None:
