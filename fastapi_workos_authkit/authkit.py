@@ -36,6 +36,7 @@ from .dependencies import (
 )
 from .events_sync import sync_events
 from .handlers import EventHandler, HandlerRegistry
+from .openapi_responses import document_auth_responses
 from .pipeline import EventPipeline
 from .poller import EventsPoller
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
@@ -428,6 +429,16 @@ class AuthKit:
             )
         return router
 
+    def document_responses(self, app: FastAPI) -> bool:
+        """Add the 401, 403 and 503 answers to the OpenAPI schema of ``app``'s routes that use
+        ``current_user``, ``optional_user``, ``claims`` or a ``require_*`` dependency.
+
+        The lifespan does it on start-up; call it yourself when you build the schema without
+        running the lifespan (a script exporting ``openapi.json``, say). Answers a route
+        documents itself are kept. Returns False if it was already done for this app.
+        """
+        return document_auth_responses(app)
+
     @asynccontextmanager
     async def override(
         self,
@@ -504,9 +515,13 @@ class AuthKit:
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
         """Start-up and shutdown: ``FastAPI(lifespan=authkit.lifespan)``.
 
-        Creates the missing tables (unless ``create_tables=False``). An app with its own
-        lifespan nests it: ``async with authkit.lifespan(app): yield``.
+        Creates the missing tables (unless ``create_tables=False``), and documents the 401,
+        403 and 503 answers of the app's routes that use this package's dependencies (see
+        `document_responses`). An app with its own lifespan nests it:
+        ``async with authkit.lifespan(app): yield``.
         """
+        if app is not None:
+            self.document_responses(app)
         await self.startup()
         try:
             yield
