@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from examples import demo
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +104,26 @@ async def test_organizations_story_stores_a_membership_before_its_organization(
         "user_01ADALOVELACE:admin:active"
     ) in lines
     assert any("stored all the same" in line for line in lines)
+
+
+def test_the_demos_install_prints_no_setuptools_warning(tmp_path: Path) -> None:
+    # What scripts/demo runs, in a fresh venv: setuptools' BuildBackendWarning must not show.
+    script = (ROOT / "scripts" / "demo").read_text(encoding="utf-8")
+    setting = re.search(r'^EDITABLE_WARNING="([^"]+)"$', script, re.MULTILINE)
+    assert setting is not None
+    assert 'PYTHONWARNINGS="$EDITABLE_WARNING" .venv/bin/python -m pip install' in script
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
+    env = {**os.environ, "PYTHONWARNINGS": setting.group(1)}
+    result = subprocess.run(  # noqa: S603 - pip, on this repository
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", "."],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BuildBackendWarning" not in result.stderr, result.stderr
+    assert "Editable installation" not in result.stderr, result.stderr
