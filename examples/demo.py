@@ -86,7 +86,8 @@ def _row_state(session: Session, user_id: str) -> str:
 
 _WHY = {
     "stale": "the row is newer, so it was kept and no handler ran",
-    "tombstoned": "the user is deleted (a tombstone keeps it out), so no handler ran",
+    "tombstoned": "the user was deleted (or its delete came first): its tombstone keeps it "
+    "out, so no handler ran",
     "duplicate": "this event id was already processed, so nothing ran",
     "unchanged": "the row already held this version, so no handler ran",
 }
