@@ -1,3 +1,4 @@
+# --8<-- [start:webhooks]
 """Tests for the quickstart's app.py, with no WorkOS account: signed webhooks, real tokens."""
 
 import httpx
@@ -13,7 +14,6 @@ from fastapi_workos_authkit.testing.pytest_plugin import SendWebhook
 pytestmark = pytest.mark.anyio
 
 
-# --8<-- [start:webhooks]
 async def test_a_new_user_is_synced_and_welcomed(
     workos_send_webhook: SendWebhook, capsys: pytest.CaptureFixture[str]
 ) -> None:
