@@ -84,6 +84,28 @@ def _row_state(session: Session, user_id: str) -> str:
     return user.email if user is not None else "(no row)"
 
 
+_WHY = {
+    "stale": "the row is newer, so it was kept and no handler ran",
+    "tombstoned": "the user was deleted (or its delete came first): its tombstone keeps it "
+    "out, so no handler ran",
+    "duplicate": "this event id was already processed, so nothing ran",
+    "unchanged": "the row already held this version, so no handler ran",
+}
+
+
+def out_why(out: Printer, event_type: str, ack: str, ran: list[str]) -> None:
+    """Explain a delivery whose handlers are not those of its own type."""
+    effective = [call.split(" ")[0] for call in ran]
+    if effective and effective[0] != event_type:
+        change = {"user.created": "inserted", "user.updated": "updated"}.get(effective[0], "")
+        out(
+            f"      the {event_type} {change} the row, so the {effective[0]} handlers ran: "
+            "handlers follow the effective change to the table, not the event's type"
+        )
+    elif ack in _WHY:
+        out(f"      {ack}: {_WHY[ack]}")
+
+
 async def run_sync_demo(database_url: str, out: Printer = print) -> SyncDemoResult:
     """Part 1: signed deliveries in a nasty order, against a real app on ``database_url``."""
     engine = make_engine(database_url)
@@ -166,6 +188,7 @@ async def run_sync_demo(database_url: str, out: Printer = print) -> SyncDemoResu
                 f"{number:>2}  {payload['event']:<16} {subject:<12} "
                 f"{response.status_code:<4} {ack:<10} {row:<18} {'; '.join(ran)}"
             )
+            out_why(out, payload["event"], ack, result.handler_calls[calls_before:])
         # A forged delivery: the signature was made with another secret.
         body, headers = signed_delivery(factories.user_created(), "whsec_not_the_secret")
         forged = await client.post("/workos/webhook", content=body, headers=headers)

@@ -634,7 +634,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 def add_action_route(
     router: APIRouter,
     *,
-    secret: str,
+    secret: str | Callable[[], str],
     tolerance: float,
     max_body_size: int,
     clock: Clock,
@@ -647,7 +647,8 @@ def add_action_route(
     """Mount ``POST /action`` on ``router``.
 
     Args:
-        secret: The Actions signing secret: verifies requests and signs the replies.
+        secret: The Actions signing secret: verifies requests and signs the replies. A callable
+            is asked on every request (`AuthKit.override` swaps the secret of a mounted app).
         tolerance: Accepted clock skew of a request's signature, in seconds.
         max_body_size: Largest accepted body, in bytes.
         clock: Returns Unix seconds (signature checks and reply timestamps).
@@ -678,9 +679,10 @@ def add_action_route(
     )
     async def decide_action(request: Request) -> Response:
         started = time.perf_counter()
+        key = secret() if callable(secret) else secret
         payload = await read_signed_json(
             request,
-            secret=secret,
+            secret=key,
             tolerance=tolerance,
             max_body_size=max_body_size,
             clock=clock,
@@ -689,7 +691,7 @@ def add_action_route(
         unknown = _unknown_action_type(payload)
         if unknown is not None:
             # A type WorkOS added after this release: no model, so no handler; apply the policy.
-            return _unhandled(clock, secret, unhandled, payload, unknown, started)
+            return _unhandled(clock, key, unhandled, payload, unknown, started)
         try:
             action = parse_action(payload)
         except InvalidEventError as exc:
@@ -699,7 +701,7 @@ def add_action_route(
 
         handler = handlers.get(action.action_type)
         if handler is None:
-            return _unhandled(clock, secret, unhandled, payload, action.action_type, started)
+            return _unhandled(clock, key, unhandled, payload, action.action_type, started)
         try:
             verdict = await run_handler(handler, engine(), action, timeout, slots)
         except _Saturated:
@@ -725,7 +727,7 @@ def add_action_route(
         if verdict.action_type != action.action_type:
             # A verdict built for the other action type would be signed under the wrong object.
             verdict = ActionVerdict(action.action_type, verdict.verdict, verdict.error_message)
-        return _answer(clock, secret, action.id, verdict, started)
+        return _answer(clock, key, action.id, verdict, started)
 
 
 def _unknown_action_type(payload: Any) -> str | None:

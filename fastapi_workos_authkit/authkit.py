@@ -36,6 +36,7 @@ from .dependencies import (
 )
 from .events_sync import sync_events
 from .handlers import EventHandler, HandlerRegistry
+from .openapi_responses import document_auth_responses
 from .pipeline import EventPipeline
 from .poller import EventsPoller
 from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
@@ -56,6 +57,25 @@ from .webhooks import add_webhook_route
 from .workos_api import WorkOSClient
 
 H = TypeVar("H", bound=Callable[..., Any])
+
+_OVERRIDABLE = frozenset(
+    {
+        "client_id",
+        "api_key",
+        "webhook_secret",
+        "action_secret",
+        "api_base_url",
+        "api_hostname",
+        "database_url",
+        "create_tables",
+        "token_leeway",
+        "jwks_cache_ttl",
+        "jwks_refetch_cooldown",
+        "jwks_timeout",
+        "token_cache_size",
+    }
+)
+"""The options `AuthKit.override` may change: those read when used, not when built."""
 R = TypeVar("R", RequirePermissions, RequireRoles, RequireOrganization)
 
 
@@ -456,18 +476,21 @@ class AuthKit:
         router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
         settings = self.settings
         if webhooks:
+            settings.require_webhook_secret()  # missing: fail now, at start-up
             add_webhook_route(
                 router,
-                secret=settings.require_webhook_secret(),
+                # Read on every delivery, so that `override` re-points a mounted app.
+                secret=lambda: self.settings.require_webhook_secret(),
                 tolerance=settings.webhook_tolerance,
                 max_body_size=settings.max_body_size,
                 clock=self.clock,
                 pipeline=self.pipeline,
             )
         if actions or (actions is None and self.action_handlers):
+            settings.require_action_secret()
             add_action_route(
                 router,
-                secret=settings.require_action_secret(),
+                secret=lambda: self.settings.require_action_secret(),
                 tolerance=settings.action_tolerance,
                 max_body_size=settings.max_body_size,
                 clock=self.clock,
@@ -479,13 +502,99 @@ class AuthKit:
             )
         return router
 
+    def document_responses(self, app: FastAPI) -> bool:
+        """Add the 401, 403 and 503 answers to the OpenAPI schema of ``app``'s routes that use
+        ``current_user``, ``optional_user``, ``claims`` or a ``require_*`` dependency.
+
+        The lifespan does it on start-up; call it yourself when you build the schema without
+        running the lifespan (a script exporting ``openapi.json``, say). Answers a route
+        documents itself are kept. Returns False if it was already done for this app.
+        """
+        return document_auth_responses(app)
+
+    @asynccontextmanager
+    async def override(
+        self,
+        *,
+        engine: Engine | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> AsyncIterator[AuthKit]:
+        """Point this instance at other credentials, a database and a transport for a while.
+
+        For tests of an app that builds its `AuthKit` at import (``authkit = AuthKit()`` at
+        module level): ``async with authkit.override(**workos_authkit_options):`` re-points
+        it at the testing kit's fake WorkOS and a fresh database, with no private attribute.
+        The routes already mounted read the webhook and Action secrets on every request, and
+        the token verifier, the WorkOS client and the user cache are rebuilt on first use, so
+        the mounted app follows. On exit, what was built meanwhile is closed (and an engine
+        made from ``database_url`` disposed), and the previous configuration comes back.
+
+        Args:
+            engine: The engine to use meanwhile; takes precedence over ``database_url``.
+            http_transport: The httpx transport for every call to WorkOS meanwhile.
+            **options: Options read when used: ``client_id``, ``api_key``,
+                ``webhook_secret``, ``action_secret``, ``api_base_url``, ``api_hostname``,
+                ``database_url``, ``create_tables`` and the token ones (``token_leeway``,
+                ``jwks_cache_ttl``...). The others shape the routes or the pipeline when they
+                are built, so they raise `TypeError` here: build a new `AuthKit` for those.
+
+        Not re-entrant, and not for a running production app: requests in flight would see
+        either configuration.
+        """
+        fixed = sorted(set(options) - _OVERRIDABLE)
+        if fixed:
+            raise TypeError(
+                f"override() cannot change {', '.join(fixed)}: these options are fixed when "
+                "the AuthKit or its router is built; build a new AuthKit instead (only "
+                f"{', '.join(sorted(_OVERRIDABLE))} may be overridden)"
+            )
+        saved = (
+            self.settings,
+            self._engine,
+            self._owns_engine,
+            self.http_transport,
+            self._token_verifier,
+            self._workos_api,
+        )
+        self.settings = self.settings.replace(**options)
+        if engine is not None:
+            self._engine, self._owns_engine = engine, False
+        elif "database_url" in options:
+            self._engine, self._owns_engine = None, True
+        if http_transport is not None:
+            self.http_transport = http_transport
+        self._token_verifier = None
+        self._workos_api = None
+        await self.users.rebind(owns_engine=self._owns_engine)
+        built_engine = engine is None and "database_url" in options
+        try:
+            yield self
+        finally:
+            await self.shutdown()
+            if built_engine and self._engine is not None:
+                self._engine.dispose()
+            (
+                self.settings,
+                self._engine,
+                self._owns_engine,
+                self.http_transport,
+                self._token_verifier,
+                self._workos_api,
+            ) = saved
+            await self.users.rebind(owns_engine=self._owns_engine)
+
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
         """Start-up and shutdown: ``FastAPI(lifespan=authkit.lifespan)``.
 
-        Creates the missing tables (unless ``create_tables=False``). An app with its own
-        lifespan nests it: ``async with authkit.lifespan(app): yield``.
+        Creates the missing tables (unless ``create_tables=False``), and documents the 401,
+        403 and 503 answers of the app's routes that use this package's dependencies (see
+        `document_responses`). An app with its own lifespan nests it:
+        ``async with authkit.lifespan(app): yield``.
         """
+        if app is not None:
+            self.document_responses(app)
         await self.startup()
         try:
             yield

@@ -96,12 +96,18 @@ def load_authkit(target: str | None, *, app_dir: str = ".") -> AuthKit:
     try:
         with _importable(app_dir):
             found: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise _import_failed(module_name, exc) from None  # a module the app imports
         raise CommandError(
             f"Could not import {module_name!r} from {os.path.abspath(app_dir)} (set --app-dir to "
             f"the directory that holds it): {exc}",
             ExitCode.FAILURE,
-        ) from exc
+        ) from None
+    except Exception as exc:
+        # Importing runs the app's module: whatever it raises is the user's to fix, and a
+        # traceback through importlib tells them less than one line does.
+        raise _import_failed(module_name, exc) from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
@@ -116,6 +122,18 @@ def load_authkit(target: str | None, *, app_dir: str = ".") -> AuthKit:
             ExitCode.FAILURE,
         )
     return found
+
+
+def _import_failed(module_name: str, exc: Exception) -> CommandError:
+    if isinstance(exc, ConfigurationError):
+        return CommandError(
+            f"importing {module_name!r} failed, because its module-level code asked for a "
+            f"setting that is missing: {exc}",
+            ExitCode.CONFIGURATION,
+        )
+    return CommandError(
+        f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", ExitCode.FAILURE
+    )
 
 
 @contextmanager
@@ -414,28 +432,58 @@ _BACKFILLED = {
 # -- entry point ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for the docs and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="fastapi-workos-authkit",
-        description="Recover and inspect the WorkOS sync of a FastAPI app.",
-    )
+def _global_options(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
+    """``--app``, ``--app-dir`` and ``--json``, accepted before or after the subcommand.
+
+    On a subcommand their default is ``SUPPRESS``: given there, they win; not given, the value
+    parsed before the subcommand (or its default) stays.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if subcommand else value
+
     parser.add_argument(
         "--app",
-        default=os.environ.get("AUTHKIT_APP"),
+        default=default(os.environ.get("AUTHKIT_APP")),
         metavar="MODULE:ATTRIBUTE",
         help="the app's AuthKit instance, e.g. main:authkit (env AUTHKIT_APP); required by "
         "sync-events, backfill-users and replay-failed, which run the app's handlers",
     )
     parser.add_argument(
         "--app-dir",
-        default=".",
+        default=default("."),
         metavar="DIR",
         help="where to look for the --app module first (default: the current directory)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print the summary as JSON"
+    )
+
+
+def _command(commands: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description
+    )
+    _global_options(parser, subcommand=True)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="fastapi-workos-authkit",
+        description="Recover and inspect the WorkOS sync of a FastAPI app.",
+    )
+    _global_options(parser, subcommand=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sync = commands.add_parser("sync-events", help="catch up from the WorkOS Events API")
+    sync = _command(
+        commands,
+        "sync-events",
+        "catch up from the WorkOS Events API",
+        "Fetch the events of the types the app handles from the WorkOS Events API, since this "
+        "job's own cursor, and process each one once through the same pipeline as webhooks "
+        "(the ledger skips those already processed). Needs --app and WORKOS_API_KEY.",
+    )
     restart = sync.add_mutually_exclusive_group()
     restart.add_argument(
         "--from",
@@ -451,7 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forget the cursor and start again from the app's events_range_start",
     )
-    backfill = commands.add_parser("backfill-users", help="copy every WorkOS user into the table")
+    backfill = _command(
+        commands,
+        "backfill-users",
+        "copy every WorkOS user into the table",
+        "Copy every WorkOS user into workos_users, oldest first, a page per transaction, "
+        "under the same rules as webhooks (a newer row is kept, a deleted user stays deleted). "
+        "An interrupted run resumes where it stopped. Needs --app and WORKOS_API_KEY.",
+    )
     backfill.add_argument(
         "--no-handlers", action="store_true", help="do not run user.created/updated handlers"
     )
@@ -466,31 +521,74 @@ def build_parser() -> argparse.ArgumentParser:
             "organization_membership.created/updated",
         ),
     ):
-        more = commands.add_parser(name, help=f"copy every WorkOS {what} into its table")
+        more = _command(
+            commands,
+            name,
+            f"copy every WorkOS {what} into its table",
+            f"Copy every WorkOS {what} into its mirrored table, page by page under a lease, "
+            "resuming after an interrupted run. Needs --app and WORKOS_API_KEY.",
+        )
         more.add_argument("--no-handlers", action="store_true", help=f"do not run {types} handlers")
         more.add_argument(
             "--restart", action="store_true", help="ignore the cursor of an interrupted run"
         )
-    replay = commands.add_parser("replay-failed", help="process failed ledger events again")
-    replay.add_argument("--limit", type=int, default=None, help="at most this many events")
-    prune = commands.add_parser(
-        "prune", help="delete old processed events, tombstones and ended sessions"
+    replay = _command(
+        commands,
+        "replay-failed",
+        "process failed ledger events again",
+        "Process the events whose handler failed again, oldest first, once the handler is "
+        "fixed. Needs --app, so that the app's handlers run.",
     )
-    prune.add_argument("--ledger-days", type=float, default=30.0, help="keep (default 30, min 3)")
+    replay.add_argument("--limit", type=int, default=None, help="at most this many events")
+    prune = _command(
+        commands,
+        "prune",
+        "delete old processed events, tombstones and ended sessions",
+        "Delete processed ledger rows, tombstones and ended or expired sessions older than their "
+        "retention periods, never past what sync-events may still replay. Failed events are "
+        "kept.",
+    )
     prune.add_argument(
-        "--tombstone-days", type=float, default=30.0, help="keep (default 30, min 3)"
+        "--ledger-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="delete processed events received more than DAYS days ago (default: 30; at "
+        "least 3, since WorkOS retries a webhook for up to 3 days)",
+    )
+    prune.add_argument(
+        "--tombstone-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="delete tombstones of objects deleted more than DAYS days ago (default: 30; at "
+        "least 3)",
     )
     prune.add_argument(
         "--sessions-days",
         type=float,
         default=7.0,
-        help="keep ended or expired sessions (default 7, min 3)",
+        metavar="DAYS",
+        help="delete sessions that ended or expired more than DAYS days ago (default: 7; at "
+        "least 3)",
     )
-    status = commands.add_parser(
-        "status", help="ledger counts, mirrored rows per kind, cursors, failures, leases"
+    status = _command(
+        commands,
+        "status",
+        "ledger counts, mirrored rows per kind, cursors, failures, leases",
+        "Show the ledger's counts by status, the rows and tombstones of each mirrored kind, the "
+        "recovery jobs' cursors, the latest failures "
+        "and the leases held. Reads the database only: no WorkOS credential or secret is "
+        "needed, and no --app (without it, AUTHKIT_DATABASE_URL says which database).",
     )
     status.add_argument("--failures", type=int, default=10, help="how many failures to list")
-    providers = commands.add_parser("providers", help="print auth_config_providers() as JSON")
+    providers = _command(
+        commands,
+        "providers",
+        "print auth_config_providers() as JSON",
+        "Print the trusted token issuers (the client's two WorkOS providers) in the shape of "
+        "auth_config_providers(), as JSON.",
+    )
     providers.add_argument("--client-id", default=None, help="default: the app's or env's")
     providers.add_argument("--api-hostname", default=None, help="default: the app's or env's")
     add_dev_commands(commands)
@@ -532,8 +630,23 @@ def main(
                 "handlers run and the events they handle are not skipped",
                 ExitCode.USAGE,
             )
-        kit = load_authkit(args.app, app_dir=args.app_dir)
-        result, code = anyio.run(_run, kit, args, err)
+        try:
+            kit = load_authkit(args.app, app_dir=args.app_dir)
+        except CommandError as exc:
+            if args.app and args.command not in NEEDS_APP:
+                raise CommandError(
+                    f"{exc} ({args.command} does not need --app: without it, it reads its "
+                    "settings from the environment alone)",
+                    exc.code,
+                ) from None
+            raise
+        try:
+            result, code = anyio.run(_run, kit, args, err)
+        finally:
+            if not args.app:
+                # The AuthKit built here from the environment is ours: close its connections
+                # (main may run inside another program, such as a test).
+                kit.engine.dispose()
     except CommandError as exc:
         err.write(f"error: {exc}\n")
         return int(exc.code)

@@ -494,7 +494,7 @@ def _reveal(secret: SecretStr | None) -> str | None:
 def _require(value: str | None, variable: str, option: str, feature: str) -> str:
     if not value:
         raise ConfigurationError(
-            f"{variable} is not set, and {feature} needs it: {_WHERE_TO_FIND[variable]}, then "
+            f"{variable} is not set; it is needed for {feature}: {_WHERE_TO_FIND[variable]}, then "
             f"set {variable} in the environment or pass AuthKit({option}=...)."
         )
     return value

@@ -471,6 +471,20 @@ class UserStore:
             with contextlib.suppress(SQLAlchemyError):
                 held.close()
 
+    async def rebind(self, *, owns_engine: bool) -> None:
+        """Start afresh on the engine the getter now returns (see `AuthKit.override`).
+
+        Closes the async reader, forgets the compiled read plan and the remembered 404s, and
+        records whether AuthKit built that engine itself (which allows the async reader).
+        """
+        was_open = self._loop is not None
+        await self.aclose()
+        self._held = None  # closed by the reader thread's stop, when there was one
+        self._owns_engine = owns_engine
+        self._not_found.clear()
+        if was_open:
+            await self.open()  # the SQLite reader thread again, now on the new engine
+
     async def aclose(self) -> None:
         """Close the read pool and stop the reader thread (the engine's pool is left alone)."""
         pool, self._read_pool = self._read_pool, None

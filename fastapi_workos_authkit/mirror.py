@@ -447,6 +447,28 @@ def apply_snapshot(session: Session, kind: MirrorKind, obj: Any) -> Effect:
     return apply_snapshots(session, kind, [obj])[0]
 
 
+def unchanged_reason(
+    session: Session, kind: MirrorKind, obj: Any
+) -> Literal["stale", "tombstoned", "unchanged"]:
+    """Why a snapshot of ``obj`` changed nothing (call it after `apply_snapshot` said so).
+
+    ``"tombstoned"`` when its id was deleted, ``"stale"`` when the stored row is newer (or, for
+    a session, already ended), ``"unchanged"`` when the row already holds this version.
+    """
+    values = kind.values(obj)
+    dialect = session.get_bind().dialect.name
+    parameters = {"ids": [values["id"]]}
+    if (
+        kind.tombstones is not None
+        and session.execute(kind._tombstoned[dialect], parameters).first()
+    ):
+        return "tombstoned"
+    row = session.execute(kind._stored[dialect], parameters).first()
+    if row is not None and kind.version(dict(row._mapping)) > kind.version(values):
+        return "stale"
+    return "unchanged"
+
+
 def apply_deletion(
     session: Session,
     kind: MirrorKind,

@@ -65,6 +65,7 @@ from .mirror import (
     prune_ended_sessions,
     prune_tombstones,
     revoked,
+    unchanged_reason,
 )
 from .tables import EventStatus, WorkOSEventRecord
 
@@ -84,12 +85,34 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+class Acknowledgement(StrEnum):
+    """What a delivery did, in one word: the ``status`` of the webhook route's answer.
+
+    WorkOS shows it in the dashboard's delivery log, so it says why an event changed nothing.
+    """
+
+    APPLIED = "applied"
+    """Processed: it changed its mirrored table (and ran the handlers of that change), or it is
+    of a type no table mirrors and its own handlers ran."""
+    UNCHANGED = "unchanged"
+    """Processed; the mirrored row already held this version, so no handler ran."""
+    STALE = "stale"
+    """Processed; the mirrored row is newer (or the session already ended), so it was kept and
+    no handler ran."""
+    TOMBSTONED = "tombstoned"
+    """Processed; the object is deleted (a tombstone keeps it out), so no handler ran."""
+    DUPLICATE = "duplicate"
+    """Already processed before (same event id): nothing was done."""
+
+
 @dataclass(frozen=True)
 class Result:
     """The outcome of processing one event and its effect on the user table."""
 
     outcome: Outcome
     effect: Effect
+    acknowledgement: Acknowledgement = Acknowledgement.APPLIED
+    """What the delivery did, in one word (why an effect is `Effect.UNCHANGED`)."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +223,9 @@ class EventPipeline:
                 if claim is _Claim.DUPLICATE:
                     session.rollback()
                     logger.debug("event %s (%s) is a duplicate", event.id, event.event)
-                    return Result(Outcome.DUPLICATE, Effect.UNCHANGED)
+                    return Result(Outcome.DUPLICATE, Effect.UNCHANGED, Acknowledgement.DUPLICATE)
                 effect = self._apply(session, event)
+                acknowledgement = self._acknowledgement(session, event, effect)
                 self.run_handlers(session, event, effect)
                 if claim is _Claim.RETRY:
                     table = ledger_table()
@@ -230,7 +254,7 @@ class EventPipeline:
             recorded = self._record_failure(event, payload, source, exc, by_handler=False)
             raise EventFailedError(event.id, event.event, exc, recorded=recorded) from exc
         logger.debug("event %s (%s) processed: %s", event.id, event.event, effect)
-        return Result(Outcome.PROCESSED, effect)
+        return Result(Outcome.PROCESSED, effect, acknowledgement)
 
     def apply_user_snapshot(self, user: User, *, source: str = "snapshot") -> Effect:
         """Apply a user fetched from the REST API just in time and run its handlers.
@@ -417,6 +441,20 @@ class EventPipeline:
             assert isinstance(data, AuthSession)
             data = revoked(data)
         return apply_snapshot(session, kind, data)
+
+    def _acknowledgement(
+        self, session: Session, event: Event[Any], effect: Effect
+    ) -> Acknowledgement:
+        # Only an event that changed nothing costs a look at why; the common path reads nothing.
+        if effect is not Effect.UNCHANGED:
+            return Acknowledgement.APPLIED
+        kind = kind_of_event(event.event)
+        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+            return Acknowledgement.APPLIED  # no table to change: its own handlers ran
+        if event.event.endswith(".deleted"):
+            return Acknowledgement.TOMBSTONED  # nothing to remove; the tombstone stays
+        data = revoked(event.data) if event.event == "session.revoked" else event.data
+        return Acknowledgement(unchanged_reason(session, kind, data))
 
     def run_handlers(self, session: SyncSession, event: Event[Any], effect: Effect) -> None:
         """Run the app's handlers for ``event`` inside ``session``'s transaction.

@@ -32,12 +32,21 @@ MIN_RETENTION = timedelta(days=3)
 """WorkOS retries a webhook for up to 3 days: ledger rows and tombstones must outlive that."""
 
 
+def _days(value: timedelta) -> str:
+    """``1 day``, ``2.5 days``, ``12 hours``: a retention as a person would write it."""
+    days = value.total_seconds() / 86400
+    if days >= 1 or days <= 0:
+        return f"{days:g} day" + ("" if days == 1 else "s")
+    hours = value.total_seconds() / 3600
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
 def _check_retention(name: str, value: timedelta) -> None:
     if value < MIN_RETENTION:
         raise ValueError(
-            f"{name} must be at least 3 days (got {value}): WorkOS retries a webhook for up to "
-            "3 days, and a shorter window would let a late retry run twice, resurrect a "
-            "deleted object or store a revoked session as active again."
+            f"{name} must be at least 3 days (got {_days(value)}): WorkOS retries a webhook "
+            "for up to 3 days, and a shorter window would let a late retry run twice, "
+            "resurrect a deleted object or store a revoked session as active again."
         )
 
 

@@ -6,11 +6,12 @@ Decisions live in `signatures` and `pipeline`; this module only maps their outco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .config import Clock
 from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
@@ -28,9 +29,15 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 
 class WebhookAck(BaseModel):
-    """The answer to an accepted delivery."""
+    """The answer to an accepted delivery; WorkOS shows it in the dashboard's delivery log."""
 
-    status: Literal["processed", "duplicate"]
+    status: Literal["applied", "unchanged", "stale", "tombstoned", "duplicate"] = Field(
+        description="What the delivery did: `applied` (it changed its mirrored table and ran "
+        "the handlers of that change, or its type is not mirrored and its own handlers ran), "
+        "`unchanged` (the row already held this version), `stale` (the row is newer, or the "
+        "session already ended), `tombstoned` (the object was deleted), `duplicate` (this "
+        "event id was already processed). Only `applied` runs handlers."
+    )
     event_id: str
 
 
@@ -55,7 +62,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 def add_webhook_route(
     router: APIRouter,
     *,
-    secret: str,
+    secret: str | Callable[[], str],
     tolerance: float,
     max_body_size: int,
     clock: Clock,
@@ -64,7 +71,8 @@ def add_webhook_route(
     """Mount ``POST /webhook`` on ``router``.
 
     Args:
-        secret: The webhook signing secret.
+        secret: The webhook signing secret; a callable is asked on every delivery
+            (`AuthKit.override` swaps the secret of a mounted app).
         tolerance: Accepted clock skew of a delivery's signature, in seconds.
         max_body_size: Largest accepted body, in bytes.
         clock: Returns Unix seconds, for the signature's timestamp check.
@@ -86,7 +94,7 @@ def add_webhook_route(
     async def receive_webhook(request: Request) -> WebhookAck:
         payload = await read_signed_json(
             request,
-            secret=secret,
+            secret=secret() if callable(secret) else secret,
             tolerance=tolerance,
             max_body_size=max_body_size,
             clock=clock,
@@ -120,4 +128,4 @@ def add_webhook_route(
                 "The database is unavailable; retry later",
                 headers={"Retry-After": "30"},
             ) from None
-        return WebhookAck(status=result.outcome.value, event_id=event.id)
+        return WebhookAck(status=result.acknowledgement.value, event_id=event.id)

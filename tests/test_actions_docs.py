@@ -28,6 +28,7 @@ from fastapi_workos_authkit.testing import (
     verify_action_response,
 )
 from tests.conftest import ACTION_SECRET
+from tests.test_docs import assert_python_blocks_are_snippets
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "actions.md"
@@ -36,18 +37,8 @@ FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 INCLUDE = re.compile(r'^--8<-- "([^":]+):([\w-]+)"$')
 
 
-def test_every_python_block_of_the_guide_is_included_from_a_tested_file() -> None:
-    blocks = [
-        body for language, body in FENCE.findall(GUIDE.read_text("utf-8")) if language == "python"
-    ]
-    assert blocks
-    for body in blocks:
-        for line in (line.strip() for line in body.splitlines() if line.strip()):
-            match = INCLUDE.match(line)
-            assert match, f"python block not included from a tested file: {line!r}"
-            source = (ROOT / match.group(1)).read_text("utf-8")
-            assert f"# --8<-- [start:{match.group(2)}]" in source, line
-            assert f"# --8<-- [end:{match.group(2)}]" in source, line
+def test_every_python_block_of_the_guide_is_copied_from_a_tested_file() -> None:
+    assert_python_blocks_are_snippets(GUIDE)
 
 
 @pytest.fixture

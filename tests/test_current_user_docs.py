@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from examples.snippets import current_user_testing
 from fastapi_workos_authkit import AuthKit, User, WorkOSUser
 from fastapi_workos_authkit.testing import FakeJWKS, TokenFactory, factories
+from tests.test_docs import assert_python_blocks_are_snippets
 
 CLIENT_ID = "client_01DOCS"
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,12 +120,5 @@ def test_the_guide_real_tokens(tmp_path: Path) -> None:
     current_user_testing.test_me_with_a_real_token(build_app, tmp_path)
 
 
-def test_every_python_block_of_the_guide_is_included_from_a_tested_file() -> None:
-    text = (ROOT / "docs" / "current-user.md").read_text(encoding="utf-8")
-    blocks = text.split("```python\n")[1:]
-    assert blocks
-    for block in blocks:
-        body = block.split("```", 1)[0].strip()
-        assert body.startswith('--8<-- "examples/snippets/current_user'), body[:80]
-        path = body.split('"')[1].split(":")[0]
-        assert (ROOT / path).is_file()
+def test_every_python_block_of_the_guide_is_copied_from_a_tested_file() -> None:
+    assert_python_blocks_are_snippets(ROOT / "docs" / "current-user.md")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from examples import demo
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.anyio
 
@@ -15,7 +21,24 @@ async def test_sync_demo_shows_ordering_dedup_and_tombstones(tmp_path: Path) -> 
     lines: list[str] = []
     result = await demo.run_sync_demo(f"sqlite:///{tmp_path / 'demo.db'}", lines.append)
 
-    assert result.statuses == ["processed"] * 2 + ["duplicate"] + ["processed"] * 8
+    assert result.statuses == [
+        "applied",  # the update arrived first and inserted the row
+        "stale",  # the older create
+        "duplicate",
+        "applied",
+        "stale",
+        "applied",
+        "applied",  # the delete
+        "tombstoned",  # the late create after it
+        "tombstoned",  # a delete of a user never seen: still a tombstone, no row
+        "tombstoned",  # its late create
+        "applied",  # the sign-in
+    ]
+    # The demo says why the first update ran the user.created handlers.
+    assert any(
+        "the user.updated inserted the row, so the user.created handlers ran" in line
+        for line in lines
+    ), lines
     # The update that arrived first inserted the row, so the app saw a user.created; the stale
     # create, the duplicate, the stale update and both late creates ran nothing.
     assert result.handler_calls == [
@@ -72,7 +95,7 @@ async def test_organizations_story_stores_a_membership_before_its_organization(
         ("GET /org/members with the same token", 403),
     ]
     details = [detail for _, _, detail in story.steps]
-    assert details[1] == "processed"  # the membership was stored before its organization
+    assert details[1] == "applied"  # the membership was stored before its organization
     assert details[4] == "user_01ADALOVELACE (ada@acme.test), user_01GRACEHOPPER (not synced yet)"
     assert details[6] == "Only an organization admin may do this"
     # What the demo printed about the tables is what they held at that moment.
@@ -81,3 +104,26 @@ async def test_organizations_story_stores_a_membership_before_its_organization(
         "user_01ADALOVELACE:admin:active"
     ) in lines
     assert any("stored all the same" in line for line in lines)
+
+
+def test_the_demos_install_prints_no_setuptools_warning(tmp_path: Path) -> None:
+    # What scripts/demo runs, in a fresh venv: setuptools' BuildBackendWarning must not show.
+    script = (ROOT / "scripts" / "demo").read_text(encoding="utf-8")
+    setting = re.search(r'^EDITABLE_WARNING="([^"]+)"$', script, re.MULTILINE)
+    assert setting is not None
+    assert 'PYTHONWARNINGS="$EDITABLE_WARNING" .venv/bin/python -m pip install' in script
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
+    env = {**os.environ, "PYTHONWARNINGS": setting.group(1)}
+    result = subprocess.run(  # noqa: S603 - pip, on this repository
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", "."],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BuildBackendWarning" not in result.stderr, result.stderr
+    assert "Editable installation" not in result.stderr, result.stderr

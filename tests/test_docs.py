@@ -35,24 +35,70 @@ OWNED_ELSEWHERE = {
     "reconciliation.md",
 }
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
-SNIPPET = re.compile(r'--8<-- "([^":]+)(?::[\w-]+)?"')
 
 
 def _guides() -> list[Path]:
     return sorted(p for p in DOCS.glob("*.md") if p.name not in OWNED_ELSEWHERE)
 
 
+def _load_sync_docs() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sync_docs", ROOT / "scripts" / "sync_docs.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sync_docs = _load_sync_docs()
+MARKED_FENCE = re.compile(
+    r"^[ \t]*<!-- snippet: (?P<ref>[^ ]+) -->\n[ \t]*```(?P<lang>\w+)", re.MULTILINE
+)
+
+
+def assert_python_blocks_are_snippets(page: Path) -> None:
+    """Every python block of ``page`` shows a tested file (marked, and equal to it)."""
+    text = page.read_text(encoding="utf-8")
+    marked = len([m for m in MARKED_FENCE.finditer(text) if m["lang"] == "python"])
+    python_blocks = len(re.findall(r"^[ \t]*```python", text, re.MULTILINE))
+    assert marked == python_blocks, (
+        f"{page.name}: {python_blocks - marked} python block(s) not copied from a tested file; "
+        "put the code in examples/ (or a test), then mark the block with "
+        "<!-- snippet: path:section --> and run python scripts/sync_docs.py"
+    )
+    for match in MARKED_FENCE.finditer(text):
+        path = match["ref"].partition(":")[0]
+        assert (ROOT / path).is_file(), f"{page.name}: missing {path}"
+    assert sync_docs.sync(text) == text, (
+        f"{page.name}: a code block differs from the file it shows; run python scripts/sync_docs.py"
+    )
+
+
+@pytest.mark.parametrize("page", sync_docs.pages(), ids=lambda p: p.name)
+def test_every_code_block_copied_from_a_file_equals_it(page: Path) -> None:
+    # The Markdown is readable as it is (on a code host too): the code is in it, not included.
+    text = page.read_text(encoding="utf-8")
+    assert not re.search(r'^[ \t]*--8<-- "', text, re.MULTILINE), (
+        f"{page.name}: an include line shows blank on a code host; run "
+        "python scripts/sync_docs.py to copy the code in"
+    )
+    assert sync_docs.sync(text) == text, f"{page.name}: run python scripts/sync_docs.py"
+
+
 @pytest.mark.parametrize("page", _guides(), ids=lambda p: p.name)
-def test_every_python_block_in_the_guides_is_included_from_a_file(page: Path) -> None:
-    for language, body in FENCE.findall(page.read_text(encoding="utf-8")):
-        if language != "python":
-            continue
-        lines = [line for line in body.splitlines() if line.strip()]
-        assert lines, f"{page.name}: empty python block"
-        for line in lines:
-            match = SNIPPET.search(line)
-            assert match, f"{page.name}: python block not included from a tested file: {line!r}"
-            assert (ROOT / match.group(1)).is_file(), f"{page.name}: missing {match.group(1)}"
+def test_every_python_block_in_the_guides_is_copied_from_a_tested_file(page: Path) -> None:
+    assert_python_blocks_are_snippets(page)
+
+
+def test_a_changed_example_is_caught_and_synced_back() -> None:
+    page = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    stale = page.replace("authkit = AuthKit()", "authkit = AuthKit(prefix='/old')", 1)
+    assert stale != page
+    assert sync_docs.sync(stale) == page
+    include = '```python\n--8<-- "examples/quickstart.py"\n```\n'
+    assert sync_docs.sync(include).startswith(
+        "<!-- snippet: examples/quickstart.py -->\n```python\nfrom fastapi import"
+    )
 
 
 def test_configuration_reads_the_environment_and_demands_nothing(

@@ -133,7 +133,7 @@ async def test_nesting_up_to_the_limit_is_processed(
     # Envelope, data and metadata are three levels; the list fills the rest exactly.
     body = user_event_with(nested(MAX_JSON_DEPTH - 3))
     response = await deliver(client, body)
-    assert response.json()["status"] == "processed"
+    assert response.json()["status"] == "applied"
     assert user_count(engine) == 1
 
 
@@ -158,7 +158,7 @@ async def test_lone_surrogates_are_replaced_and_the_event_stored(
     body = body.replace(b'"__PAIR__"', b'"\xed\xa0\xbd\xed\xb8\x80"')
     response = await deliver(client, body)
     assert response.status_code == 200, response.text
-    assert response.json()["status"] == "processed"
+    assert response.json()["status"] == "applied"
     with Session(engine) as session:
         user = session.exec(select(WorkOSUser)).one()
     assert (user.first_name, user.last_name) == ("A\ufffd", "B\ufffd")
@@ -232,7 +232,7 @@ async def test_ids_of_exactly_the_column_length_are_processed(
     event_id = "event_" + "E" * (MAX_EVENT_ID_LENGTH - 6)
     user_id = "user_" + "U" * (MAX_EVENT_ID_LENGTH - 5)
     response = await deliver(client, factories.user_created(user_id, event_id=event_id))
-    assert response.json() == {"status": "processed", "event_id": event_id}
+    assert response.json() == {"status": "applied", "event_id": event_id}
     assert user_count(engine) == 1
 
 

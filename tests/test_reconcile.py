@@ -284,7 +284,7 @@ async def test_event_by_webhook_and_by_sync_takes_effect_once(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
         response = await deliver(client, fake.events[0])
-    assert response.json()["status"] == "processed"
+    assert response.json()["status"] == "applied"
     result = await kit.sync_events()
     assert (result.processed, result.duplicates) == (0, 1)
     assert calls == [fake.events[0]["id"]]

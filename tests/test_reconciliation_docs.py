@@ -16,6 +16,7 @@ from fastapi_workos_authkit import AuthKit
 from fastapi_workos_authkit.cli import ExitCode, build_parser
 from fastapi_workos_authkit.testing import FakeWorkOS, factories
 from tests.conftest import WEBHOOK_SECRET
+from tests.test_docs import assert_python_blocks_are_snippets
 from tests.test_reconcile import db_users, fake_users
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +27,8 @@ INCLUDE = re.compile(r'^--8<-- "([^":]+):([\w-]+)"$')
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
-def test_every_python_block_is_included_from_a_tested_file(guide: Path) -> None:
-    blocks = [b for lang, b in FENCE.findall(guide.read_text("utf-8")) if lang == "python"]
-    for body in blocks:
-        for line in (line.strip() for line in body.splitlines() if line.strip()):
-            match = INCLUDE.match(line)
-            assert match, f"python block not included from a tested file: {line!r}"
-            source = (ROOT / match.group(1)).read_text("utf-8")
-            assert f"# --8<-- [start:{match.group(2)}]" in source, line
-            assert f"# --8<-- [end:{match.group(2)}]" in source, line
+def test_every_python_block_is_copied_from_a_tested_file(guide: Path) -> None:
+    assert_python_blocks_are_snippets(guide)
 
 
 def test_the_cli_reference_lists_every_subcommand_and_exit_code() -> None:

@@ -109,7 +109,7 @@ async def test_create_tables_false_works_once_migrations_made_the_tables(engine:
     async with app_client(authkit) as client:
         response = await deliver(client, factories.user_created("user_migrated"))
     assert response.status_code == 200
-    assert response.json()["status"] == "processed"
+    assert response.json()["status"] == "applied"
     with Session(engine) as session:
         assert session.get(WorkOSUser, "user_migrated") is not None
 

@@ -24,7 +24,7 @@ async def test_user_created_is_synced(
     payload = factories.user_created("user_01A", email="a@example.com", metadata={"k": "v"})
     response = await deliver(client, payload)
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "processed", "event_id": payload["id"]}
+    assert response.json() == {"status": "applied", "event_id": payload["id"]}
     again = await deliver(client, payload)
     assert again.json()["status"] == "duplicate"
     with Session(engine) as session:

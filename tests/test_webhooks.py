@@ -42,7 +42,7 @@ async def test_success_then_duplicate_answer_200(client: httpx.AsyncClient, engi
     payload = factories.user_created("user_01OK")
     first = await deliver(client, payload)
     second = await deliver(client, payload)
-    assert (first.status_code, first.json()["status"]) == (200, "processed")
+    assert (first.status_code, first.json()["status"]) == (200, "applied")
     assert (second.status_code, second.json()["status"]) == (200, "duplicate")
     assert counts(engine) == (1, 1, 0)
 
@@ -198,7 +198,7 @@ async def test_handler_that_raises_rolls_back_and_records_the_failure(
     assert (await deliver(client, payload)).status_code == 500
     broken = False
     retried = await deliver(client, payload)
-    assert (retried.status_code, retried.json()["status"]) == (200, "processed")
+    assert (retried.status_code, retried.json()["status"]) == (200, "applied")
     with Session(engine) as session:
         record = session.get(WorkOSEventRecord, payload["id"])
         assert record is not None

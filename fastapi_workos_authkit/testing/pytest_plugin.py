@@ -9,12 +9,15 @@ to WorkOS.
 
 Fixtures, from the bottom up:
 
-* ``workos_config``: the test client id, API key and secrets (`WorkOSTestConfig`);
+* ``workos_config``: the test client id, API key and secrets (`WorkOSTestConfig`, whose
+  defaults are `TEST_CLIENT_ID` and friends in `fastapi_workos_authkit.testing`);
 * ``workos_tokens``: a `TokenFactory` minting RS256 access tokens for that client id;
 * ``workos_fake``: a stateful `FakeWorkOS` (users, events, JWKS) checking that API key;
 * ``workos_database_url``: a fresh SQLite file per test (override it to use PostgreSQL);
+  nothing in these fixtures is shared between tests;
 * ``workos_authkit_options``: keyword arguments for ``AuthKit(...)`` wired to all of the above;
-* ``workos_authkit``: ``AuthKit(**workos_authkit_options)``; override it to return your own;
+* ``workos_authkit``: ``AuthKit(**workos_authkit_options)``; override it to return your own
+  (an app's module-level instance re-pointed with ``AuthKit.override``);
 * ``workos_app``: a minimal app mounting ``workos_authkit``; override it to return your own;
 * ``workos_client``: an ``httpx.AsyncClient`` talking to ``workos_app`` with its lifespan run;
 * ``workos_send_webhook`` / ``workos_send_action``: POST a signed webhook delivery / Action
@@ -27,7 +30,6 @@ The async fixtures run under anyio's pytest plugin: mark async tests with
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from fastapi import FastAPI
 
 from ..authkit import AuthKit
 from .actions import signed_action_request
+from .config import WorkOSTestConfig
 from .fake_workos import FakeWorkOS
 from .tokens import TokenFactory
 from .webhooks import signed_delivery
@@ -62,17 +65,6 @@ SendWebhook = Callable[..., Awaitable[httpx.Response]]
 
 SendAction = Callable[..., Awaitable[httpx.Response]]
 """``await workos_send_action(payload, *, secret=None, timestamp_ms=None)``."""
-
-
-@dataclass(frozen=True)
-class WorkOSTestConfig:
-    """The identifiers and secrets a test `AuthKit` is given; none of them is real."""
-
-    client_id: str = "client_01TESTCLIENT0000000000000"
-    api_key: str = "sk_test_fastapi_workos_authkit"
-    webhook_secret: str = "whsec_test_fastapi_workos_authkit"
-    action_secret: str = "action_secret_test_fastapi_workos_authkit"
-    api_base_url: str = "https://api.workos.test"
 
 
 @pytest.fixture
@@ -149,9 +141,13 @@ def workos_app(workos_authkit: AuthKit) -> FastAPI:
 
 @pytest.fixture
 async def workos_client(
-    workos_app: FastAPI, anyio_backend: Any
+    workos_app: FastAPI, workos_authkit: AuthKit, anyio_backend: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for ``workos_app``, in-process, with the app's lifespan running."""
+    """An HTTP client for ``workos_app``, in-process, with the app's lifespan running.
+
+    It depends on ``workos_authkit``, so an `AuthKit` re-pointed by that fixture is re-pointed
+    before the lifespan starts (its tables go to the test's database) and restored after it ends.
+    """
     async with (
         workos_app.router.lifespan_context(workos_app),
         httpx.AsyncClient(
