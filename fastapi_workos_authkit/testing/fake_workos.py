@@ -78,6 +78,7 @@ class RecordedRequest:
     path: str
     query: list[tuple[str, str]]
     status: int
+    method: str = "GET"
 
     def params(self, name: str) -> list[str]:
         """Every value of query parameter ``name``."""
@@ -331,7 +332,7 @@ class FakeWorkOS:
                     break
         status, body, headers, drop = self._handle(scope, path, query, request_body)
         with self._lock:
-            self.requests.append(RecordedRequest(path, query, status))
+            self.requests.append(RecordedRequest(path, query, status, scope["method"]))
         payload = json.dumps(body, separators=(",", ":")).encode()
         raw_headers = [(b"content-type", b"application/json")]
         raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
