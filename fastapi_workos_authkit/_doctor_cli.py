@@ -56,3 +56,5 @@ async def _run(kit: AuthKit, url: str | None, app: str | None) -> DoctorReport:
         return await run_doctor(kit, url=url, app=app)
     finally:
         await kit.shutdown()
+        if kit.owns_engine:  # the command is done with the database; close its connections
+            kit.engine.dispose()
