@@ -458,3 +458,23 @@ def test_missing_and_refused_api_keys(
     code, _, err = run("webhooks", "list")
     assert code == 3
     assert "WORKOS_API_KEY is not set" in err
+
+
+# -- the preview recipe of docs/preview-environments.md ------------------------------------
+
+
+async def test_the_preview_hooks_keep_the_secret_made_at_creation(fake: FakeWorkOS) -> None:
+    from examples.snippets.preview_webhooks import on_preview_deployed, on_preview_removed
+
+    kit = kit_for(fake)
+    kit.add_handler("role.created", lambda session, event: None)
+    stored: list[str] = []
+    preview = "https://pr-7.preview.example.com"
+    await on_preview_deployed(kit, preview, stored.append)
+    await on_preview_deployed(kit, preview, stored.append)  # a redeploy: updated, no new secret
+    (endpoint_id,) = fake.webhook_endpoints.endpoints.live
+    assert stored == [fake.webhook_endpoints.secret_of(endpoint_id)]
+    assert "role.created" in fake.webhook_endpoints.endpoints.live[endpoint_id]["events"]
+    await on_preview_removed(kit, preview)
+    assert not fake.webhook_endpoints.endpoints.live
+    await kit.shutdown()
