@@ -37,6 +37,7 @@ from .tokens import _read_entry, _SkippedEntry
 from .webhook_endpoints import (
     EventNeed,
     WebhookEndpoint,
+    WebhookSetupError,
     _path,
     endpoints_for_url,
     list_webhook_endpoints,
@@ -401,7 +402,11 @@ async def _webhooks(authkit: AuthKit, url: str | None) -> list[Check]:
                 "pick this deployment's with doctor --url",
             )
         )
-    needed = needed_event_types(authkit)
+    try:
+        needed = needed_event_types(authkit)
+    except WebhookSetupError as exc:  # a wildcard in additional_event_types
+        checks.append(Check("webhooks", "fail", str(exc), "fix additional_event_types"))
+        return checks
     for endpoint in candidates:
         checks += _endpoint_checks(endpoint, needed)
     return checks

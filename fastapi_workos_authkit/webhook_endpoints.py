@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from .authkit import AuthKit
 from .errors import AuthKitError
+from .events_sync import event_types_in_play
 from .mirror import KINDS
 from .workos_api import WorkOSAPIError, WorkOSClient, _decode, _id_segment, _list_after, _list_data
 
@@ -98,6 +99,9 @@ def needed_event_types(authkit: AuthKit, extra: Iterable[str] = ()) -> dict[str,
     def need(event_type: str) -> dict[str, Any]:
         return by_type.setdefault(event_type, {"handlers": [], "mirrored": None, "extra": False})
 
+    # What the Events API catch-up asks for, so that webhooks and the catch-up agree.
+    for event_type in event_types_in_play(authkit._recovery):
+        need(event_type)
     for event_type in USER_EVENT_TYPES:
         need(event_type)["mirrored"] = "user"
     for kind in KINDS.values():

@@ -314,6 +314,17 @@ async def test_no_endpoint_for_the_webhook_path_fails(fake: FakeWorkOS, tmp_path
     assert "webhooks setup --url https://<your app>/auth/webhook" in failure.fix
 
 
+async def test_a_wildcard_in_additional_event_types_fails(fake: FakeWorkOS, tmp_path: Path) -> None:
+    await add_endpoint(fake, URL, ["user.created"])
+    kit = kit_for(
+        fake, f"sqlite:///{tmp_path / 'db.sqlite'}", additional_event_types=["organization.*"]
+    )
+    report = await doctor(kit)
+    (failure,) = lines(report, "fail", "webhooks")
+    assert "'organization.*' is not an event type" in failure
+    assert "without wildcards" in failure
+
+
 async def test_a_refused_api_key_fails(fake: FakeWorkOS, tmp_path: Path) -> None:
     report = await doctor(kit_for(fake, f"sqlite:///{tmp_path / 'db.sqlite'}", api_key="sk_bad"))
     (failure,) = lines(report, "fail", "webhooks")
