@@ -26,6 +26,8 @@ import anyio.to_thread
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from ._doctor_cli import add_doctor_command, run_doctor_command
+from ._webhooks_cli import add_webhooks_commands, run_webhooks
 from .authkit import AuthKit
 from .database import create_tables, driver_message, is_unavailable
 from .dev import add_dev_commands, run_dev
@@ -592,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     providers.add_argument("--client-id", default=None, help="default: the app's or env's")
     providers.add_argument("--api-hostname", default=None, help="default: the app's or env's")
     add_dev_commands(commands)
+    add_webhooks_commands(commands)
+    add_doctor_command(commands)
     return parser
 
 
@@ -617,6 +621,10 @@ def main(
     args = build_parser().parse_args(argv)
     if args.command == "dev":
         return run_dev(args, out, err)
+    if args.command == "webhooks":
+        return run_webhooks(args, out, err)
+    if args.command == "doctor":
+        return run_doctor_command(args, out, err)
     try:
         if args.command == "providers":
             out.write(json.dumps(_providers(args), indent=2) + "\n")

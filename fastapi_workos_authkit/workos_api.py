@@ -335,14 +335,18 @@ class WorkOSClient:
         params: dict[str, str | int] | None = None,
         allow_404: bool = False,
         keepalive: Keepalive | None = None,
+        json_body: Any = None,
+        retry: bool = True,
     ) -> httpx.Response | None:
+        # ``retry=False`` sends once: for a call whose retry could do it twice (a create).
+        attempts = self._retry.attempts if retry else 1
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await self._http.request(method, path, params=params)
+                response = await self._http.request(method, path, params=params, json=json_body)
             except httpx.TransportError as exc:
-                if attempt >= self._retry.attempts:
+                if attempt >= attempts:
                     raise WorkOSAPIError(
                         f"WorkOS is unreachable ({type(exc).__name__}) after {attempt} attempts"
                     ) from exc
@@ -368,7 +372,7 @@ class WorkOSClient:
                     status_code=status,
                 )
             retryable = status == 429 or status >= 500
-            if not retryable or attempt >= self._retry.attempts:
+            if not retryable or attempt >= attempts:
                 raise WorkOSAPIError(
                     f"WorkOS answered {status} to {method} {path}", status_code=status
                 )

@@ -14,6 +14,9 @@ It implements the WorkOS REST endpoints the package calls:
   required, ``statuses``, default only ``active``) and ``.../organization_memberships/{id}``
   (served by `OrganizationStore`, in ``_fake_workos_orgs.py``);
 * ``GET /events`` (``events`` comma-joined or repeated, ``after``, ``range_start``, ``limit``);
+* ``GET``, ``POST /webhook_endpoints`` and ``PATCH``, ``DELETE /webhook_endpoints/{id}``, the
+  signing secret returned by the create call only (`WebhookEndpointStore`, in
+  ``_fake_workos_webhooks.py``);
 * ``GET /sso/jwks/{client_id}`` when constructed with a JWKS;
 
 checks the bearer API key (401 otherwise), and injects faults on demand: ``429`` with
@@ -41,6 +44,7 @@ import httpx
 
 from . import factories
 from ._fake_workos_orgs import OrganizationStore
+from ._fake_workos_webhooks import ENDPOINTS, WebhookEndpointStore
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -74,6 +78,7 @@ class RecordedRequest:
     path: str
     query: list[tuple[str, str]]
     status: int
+    method: str = "GET"
 
     def params(self, name: str) -> list[str]:
         """Every value of query parameter ``name``."""
@@ -121,6 +126,8 @@ class FakeWorkOS:
         self._live: dict[str, dict[str, Any]] = {}
         self._events = _Log()
         self._organizations = OrganizationStore(self._log)
+        self.webhook_endpoints = WebhookEndpointStore()
+        """The webhook endpoints; ``.endpoints.live`` by id, ``.secret_of(id)``."""
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -316,9 +323,16 @@ class FakeWorkOS:
             return
         path: str = scope["path"]
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
-        status, body, headers, drop = self._handle(scope, path, query)
+        request_body = b""
+        if scope["method"] in ("POST", "PATCH"):
+            while True:
+                message = await receive()
+                request_body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+        status, body, headers, drop = self._handle(scope, path, query, request_body)
         with self._lock:
-            self.requests.append(RecordedRequest(path, query, status))
+            self.requests.append(RecordedRequest(path, query, status, scope["method"]))
         payload = json.dumps(body, separators=(",", ":")).encode()
         raw_headers = [(b"content-type", b"application/json")]
         raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
@@ -327,14 +341,17 @@ class FakeWorkOS:
             half = payload[: len(payload) // 2]
             await send({"type": "http.response.body", "body": half, "more_body": True})
             raise ConnectionDropped(path)
+        if body is None:  # 204: no content
+            payload, raw_headers = b"", []
         raw_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": payload})
 
     def _handle(
-        self, scope: Scope, path: str, query: list[tuple[str, str]]
+        self, scope: Scope, path: str, query: list[tuple[str, str]], request_body: bytes = b""
     ) -> tuple[int, Any, dict[str, str], bool]:
-        if scope["method"] != "GET":
+        webhooks = path == ENDPOINTS or path.startswith(ENDPOINTS + "/")
+        if scope["method"] != "GET" and not webhooks:
             return 405, {"message": "Method not allowed"}, {}, False
         if path.startswith("/sso/jwks/"):
             wanted = self.client_id is None or path.rsplit("/", 1)[-1] == self.client_id
@@ -360,6 +377,15 @@ class FakeWorkOS:
                 return 200, dict(user), {}, drop
             if path == "/events":
                 return (*self._list_events(query), {}, drop)
+            if webhooks:
+                try:
+                    decoded = json.loads(request_body) if request_body else None
+                except ValueError:
+                    return 400, {"message": "The body is not JSON"}, {}, False
+                status, answer = self.webhook_endpoints.handle(
+                    scope["method"], path, query, decoded, self._stamp()
+                )
+                return status, answer, {}, drop and status == 200
             answer = self._organizations.handle(path, query)
             if answer is not None:
                 status, body = answer
