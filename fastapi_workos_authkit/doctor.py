@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import anyio.to_thread
 import httpx
@@ -79,17 +79,12 @@ class DoctorReport:
 
 
 def max_connections_per_process(authkit: AuthKit) -> int | None:
-    """The most database connections one process opens through ``authkit`` (``None``: unknown,
-    such as SQLite, or an engine of the app's)."""
-    missing = object()
-    configured = getattr(authkit, "max_connections_per_process", missing)
-    if configured is not missing:
-        return configured if isinstance(configured, int) else None
-    # Before AuthKit reported it itself: the engine's pool, size plus overflow.
-    pool: Any = authkit.engine.pool
-    if authkit.engine.dialect.name == "sqlite" or not callable(getattr(pool, "size", None)):
-        return None
-    return int(pool.size()) + max(int(getattr(pool, "_max_overflow", 0)), 0)
+    """The most database connections one process opens through ``authkit``.
+
+    ``None`` when it is not counted (SQLite, or an engine of the app's); see
+    `AuthKit.max_connections_per_process`.
+    """
+    return authkit.max_connections_per_process
 
 
 async def run_doctor(
