@@ -13,18 +13,7 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
-from .actions import (
-    ActionHandler,
-    ActionRegistry,
-    ActionType,
-    SyncHandlerSlots,
-    add_action_route,
-)
-from .backfill import backfill_memberships, backfill_organizations, backfill_users
-from .config import AuthKitSettings, Clock
-from .database import create_tables as create_package_tables
-from .database import make_engine
-from .dependencies import (
+from ._auth.dependencies import (
     BearerAuth,
     ClaimsDependency,
     CurrentUserDependency,
@@ -34,14 +23,14 @@ from .dependencies import (
     RequireRoles,
     UserStore,
 )
-from .events_sync import sync_events
-from .handlers import EventHandler, HandlerRegistry
-from .openapi_responses import document_auth_responses
-from .pipeline import EventPipeline
-from .poller import EventsPoller
-from .providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
-from .prune import DEFAULT_SESSION_RETENTION, prune
-from .reconcile_results import (
+from ._auth.providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
+from ._auth.tokens import TokenVerifier
+from ._config import AuthKitSettings, Clock
+from ._recovery.backfill import backfill_memberships, backfill_organizations, backfill_users
+from ._recovery.events_sync import sync_events
+from ._recovery.poller import EventsPoller
+from ._recovery.prune import DEFAULT_SESSION_RETENTION, prune
+from ._recovery.reconcile_results import (
     BackfillResult,
     ProgressCallback,
     PruneResult,
@@ -49,12 +38,23 @@ from .reconcile_results import (
     SyncEventsResult,
     SyncStatus,
 )
-from .recovery import DEFAULT_RETENTION, Recovery
-from .replay import replay_failed
-from .status import sync_status
-from .tokens import TokenVerifier
-from .webhooks import add_webhook_route
-from .workos_api import WorkOSClient
+from ._recovery.recovery import DEFAULT_RETENTION, Recovery
+from ._recovery.replay import replay_failed
+from ._recovery.status import sync_status
+from ._recovery.workos_api import WorkOSClient
+from ._routes.actions import (
+    ActionHandler,
+    ActionRegistry,
+    ActionType,
+    SyncHandlerSlots,
+    add_action_route,
+)
+from ._routes.openapi_responses import document_auth_responses
+from ._routes.webhooks import add_webhook_route
+from ._sync.database import create_tables as create_package_tables
+from ._sync.database import make_engine
+from ._sync.handlers import EventHandler, HandlerRegistry
+from ._sync.pipeline import EventPipeline
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -300,7 +300,7 @@ class AuthKit:
                 already processed.
 
         The cursor, the event types it was advanced for, poison events and failures are
-        described in `fastapi_workos_authkit.events_sync.sync_events`.
+        described in `fastapi_workos_authkit._recovery.events_sync.sync_events`.
         """
         return await sync_events(
             self._recovery, progress=progress, lease_ttl=lease_ttl, restart_from=restart_from
@@ -323,7 +323,7 @@ class AuthKit:
             progress: Called with a `Progress` after every page.
             lease_ttl: Seconds the ``backfill_users`` lease lasts without renewal.
 
-        See `fastapi_workos_authkit.backfill.backfill_users` for resuming and failures.
+        See `fastapi_workos_authkit._recovery.backfill.backfill_users` for resuming and failures.
         """
         return await backfill_users(
             self._recovery,
@@ -345,7 +345,7 @@ class AuthKit:
         transaction, with the contract of `backfill_users` (lease ``backfill_organizations``).
 
         Raises `ConfigurationError` if organizations are not mirrored (``AuthKit(mirror=...)``).
-        See `fastapi_workos_authkit.backfill.backfill_organizations`.
+        See `fastapi_workos_authkit._recovery.backfill.backfill_organizations`.
         """
         return await backfill_organizations(
             self._recovery,
@@ -368,7 +368,7 @@ class AuthKit:
         contract of `backfill_users` (lease ``backfill_memberships``).
 
         Raises `ConfigurationError` if memberships are not mirrored (``AuthKit(mirror=...)``).
-        See `fastapi_workos_authkit.backfill.backfill_memberships`.
+        See `fastapi_workos_authkit._recovery.backfill.backfill_memberships`.
         """
         return await backfill_memberships(
             self._recovery,
@@ -401,7 +401,7 @@ class AuthKit:
         sessions that ended or expired more than ``session_retention`` ago (7 days by default,
         at least 3).
 
-        See `fastapi_workos_authkit.prune.prune`.
+        See `fastapi_workos_authkit._recovery.prune.prune`.
         """
         return await prune(
             self._recovery,

@@ -42,7 +42,7 @@ from pydantic_settings import (
 )
 
 from ._clock import Clock as Clock  # re-exported: feature modules import it from here
-from .errors import ConfigurationError
+from ._exceptions import ConfigurationError
 
 DEFAULT_API_HOSTNAME = "api.workos.com"
 DEFAULT_API_BASE_URL = "https://api.workos.com"

@@ -26,14 +26,14 @@ import anyio.to_thread
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._doctor_cli import add_doctor_command, run_doctor_command
-from ._webhooks_cli import add_webhooks_commands, run_webhooks
-from .authkit import AuthKit
-from .database import create_tables, driver_message, is_unavailable
+from ._authkit import AuthKit
+from ._cli.doctor import add_doctor_command, run_doctor_command
+from ._cli.webhooks import add_webhooks_commands, run_webhooks
+from ._exceptions import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
+from ._recovery import Progress
+from ._recovery.workos_api import WorkOSAPIError, WorkOSAuthenticationError
+from ._sync.database import create_tables, driver_message, is_unavailable
 from .dev import add_dev_commands, run_dev
-from .errors import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
-from .reconcile import Progress
-from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
 
 
 class ExitCode(IntEnum):
@@ -672,7 +672,7 @@ def _providers(args: argparse.Namespace) -> list[dict[str, str]]:
     try:
         if args.app and not (args.client_id or args.api_hostname):
             return load_authkit(args.app, app_dir=args.app_dir).auth_config_providers()
-        from .providers import auth_config_providers
+        from ._auth.providers import auth_config_providers
 
         return auth_config_providers(client_id=args.client_id, api_hostname=args.api_hostname)
     except ConfigurationError as exc:

@@ -27,9 +27,9 @@ from fastapi_workos_authkit import (
     WorkOSUser,
     workos_api,
 )
-from fastapi_workos_authkit.database import create_tables
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import TokenFactory, factories
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
 from tests.conftest import CLIENT_ID
 
 BASE = "https://api.workos.test"

@@ -13,15 +13,15 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.database import (
+from fastapi_workos_authkit._exceptions import DatabaseUnavailableError
+from fastapi_workos_authkit._sync.database import (
     begin_immediate,
     create_tables,
     driver_message,
     unavailable_as_error,
 )
-from fastapi_workos_authkit.errors import DatabaseUnavailableError
-from fastapi_workos_authkit.pipeline import SyncSession
-from fastapi_workos_authkit.tables import TABLES, WorkOSUser
+from fastapi_workos_authkit._sync.pipeline import SyncSession
+from fastapi_workos_authkit._sync.tables import TABLES, WorkOSUser
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from tests.conftest import WEBHOOK_SECRET, app_client, deliver
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from fastapi_workos_authkit.signatures import sign_header
+from fastapi_workos_authkit._routes.signatures import sign_header
 from fastapi_workos_authkit.testing import encode, factories
 
 from .load import Deliverer, DeliveryStats, run_jobs, timed_requests

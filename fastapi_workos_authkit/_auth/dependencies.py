@@ -27,18 +27,19 @@ from sqlalchemy import Connection, Engine, bindparam, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 
-from .config import DEFAULT_READ_POOL_SIZE, Clock
-from .database import unavailable_as_error
-from .errors import DatabaseUnavailableError, HandlerError
-from .events import MAX_USER_ID_LENGTH
-from .tables import WorkOSUser, WorkOSUserTombstone
+from .._config import DEFAULT_READ_POOL_SIZE, Clock
+from .._exceptions import DatabaseUnavailableError, HandlerError
+from .._exceptions import UserNotFoundError as UserNotFoundError
+from .._recovery.workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
+from .._sync.database import unavailable_as_error
+from .._sync.events import MAX_USER_ID_LENGTH
+from .._sync.tables import WorkOSUser, WorkOSUserTombstone
 from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError, TokenVerifier
-from .workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
 
 if TYPE_CHECKING:
-    from ._read_pool import ReadPool
-    from ._read_thread import ReadThread
-    from .pipeline import EventPipeline
+    from .._sync.pipeline import EventPipeline
+    from .read_pool import ReadPool
+    from .read_thread import ReadThread
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -201,10 +202,6 @@ def _compile_plan(engine: Engine) -> _ReadPlan:
             for column in table.columns
         ),
     )
-
-
-class UserNotFoundError(Exception):
-    """The token is valid but its user is unknown, deleted, or not synced (answer 401)."""
 
 
 ReadMode = Literal["auto", "async", "thread"]
@@ -395,7 +392,7 @@ class UserStore:
     async def _open_read_pool(self) -> ReadPool | None:
         async with self._open_lock:
             if self._read_pool is None and self._loop is asyncio.get_running_loop():
-                from ._read_pool import ReadPool  # psycopg is an optional dependency
+                from .read_pool import ReadPool  # psycopg is an optional dependency
 
                 pool = ReadPool(self._engine(), size=self._read_pool_size)
                 await pool.open()
@@ -427,7 +424,7 @@ class UserStore:
         """
         self._loop = asyncio.get_running_loop()
         if self._read_thread is None and self._engine().dialect.name == "sqlite":
-            from ._read_thread import ReadThread
+            from .read_thread import ReadThread
 
             if self._owns_engine:
                 self._read_thread = ReadThread(

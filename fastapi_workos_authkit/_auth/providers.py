@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import DEFAULT_API_BASE_URL, DEFAULT_API_HOSTNAME
-from .errors import ConfigurationError
+from .._config import DEFAULT_API_BASE_URL, DEFAULT_API_HOSTNAME
+from .._exceptions import ConfigurationError
 
 _CLIENT_ID_HELP = (
     "WORKOS_CLIENT_ID is not set, and the auth-config providers need it: copy the Client ID "

@@ -25,7 +25,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Engine
 
-from .errors import DatabaseUnavailableError
+from .._exceptions import DatabaseUnavailableError
 
 logger = logging.getLogger("fastapi_workos_authkit")
 

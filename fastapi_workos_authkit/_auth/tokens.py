@@ -44,9 +44,11 @@ from jose.backends.base import Key
 from jose.exceptions import JOSEError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import MAX_LEEWAY as MAX_LEEWAY  # re-exported: declared with the option
-from .config import Clock, TokenSettings, default_token_settings
-from .errors import AuthKitError, ConfigurationError
+from .._config import MAX_LEEWAY as MAX_LEEWAY  # re-exported: declared with the option
+from .._config import Clock, TokenSettings, default_token_settings
+from .._exceptions import ConfigurationError
+from .._exceptions import InvalidTokenError as InvalidTokenError
+from .._exceptions import KeysUnavailableError as KeysUnavailableError
 from .providers import AuthProvider
 
 logger = logging.getLogger("fastapi_workos_authkit")
@@ -58,18 +60,6 @@ COLD_RETRY_SECONDS = 5.0
 """While no key was ever fetched, refetches are at most this far apart (or the cooldown)."""
 
 _MAX_TOKEN_LENGTH = 16 * 1024  # WorkOS tokens are ~1 KiB; refuse to parse megabytes of junk
-
-
-class InvalidTokenError(AuthKitError):
-    """The access token is malformed, badly signed, expired, or not issued for this app.
-
-    The message is safe to send to the client as an RFC 6750 ``error_description``: it says what
-    was wrong, never what the token contained.
-    """
-
-
-class KeysUnavailableError(AuthKitError):
-    """No signing key could be obtained because the JWKS endpoint is unreachable (answer 503)."""
 
 
 NumericDate = Annotated[float, Field(strict=True)]

@@ -9,9 +9,9 @@ from typing import IO, Any
 
 import anyio
 
-from ._webhooks_cli import add_app_arguments
-from .authkit import AuthKit
-from .doctor import DoctorReport, run_doctor, summary
+from .._authkit import AuthKit
+from .._ops.doctor import DoctorReport, run_doctor, summary
+from .webhooks import add_app_arguments
 
 __all__ = ["add_doctor_command", "run_doctor_command"]
 
@@ -32,7 +32,7 @@ def add_doctor_command(commands: Any) -> None:
 
 def run_doctor_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``doctor``; returns 1 when any check failed, 0 otherwise."""
-    from .cli import CommandError, load_authkit  # cli imports this module
+    from ..cli import CommandError, load_authkit  # cli imports this module
 
     try:
         kit = load_authkit(args.app, app_dir=args.app_dir)

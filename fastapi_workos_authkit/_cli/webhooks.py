@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import anyio
 
-from .authkit import AuthKit
-from .errors import ConfigurationError
-from .webhook_endpoints import (
+from .._authkit import AuthKit
+from .._exceptions import ConfigurationError
+from .._ops.webhook_endpoints import (
     SetupPlan,
     SetupResult,
     WebhookEndpoint,
@@ -29,7 +29,7 @@ from .webhook_endpoints import (
     list_webhook_endpoints,
     setup_webhook_endpoint,
 )
-from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
+from .._recovery.workos_api import WorkOSAPIError, WorkOSAuthenticationError
 
 __all__ = ["add_app_arguments", "add_webhooks_commands", "run_webhooks"]
 
@@ -107,7 +107,7 @@ def run_webhooks(
     args: argparse.Namespace, out: IO[str], err: IO[str], *, stdin: IO[str] | None = None
 ) -> int:
     """Run one ``webhooks`` verb; returns the exit code."""
-    from .cli import CommandError, ExitCode, load_authkit  # cli imports this module
+    from ..cli import CommandError, ExitCode, load_authkit  # cli imports this module
 
     source = sys.stdin if stdin is None else stdin
     try:
@@ -138,7 +138,7 @@ def run_webhooks(
 
 
 def _check_writable(path: str) -> None:
-    from .cli import CommandError, ExitCode
+    from ..cli import CommandError, ExitCode
 
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):

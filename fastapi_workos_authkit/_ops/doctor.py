@@ -29,11 +29,12 @@ from sqlalchemy import func, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
-from .authkit import AuthKit
-from .database import driver_message
-from .recovery import EVENTS_CURSOR, EVENTS_LAST_RUN, parse_time
-from .tables import TABLES, EventStatus, WorkOSEventRecord, WorkOSLease, WorkOSSyncState
-from .tokens import _read_entry, _SkippedEntry
+from .._auth.tokens import _read_entry, _SkippedEntry
+from .._authkit import AuthKit
+from .._recovery.recovery import EVENTS_CURSOR, EVENTS_LAST_RUN, parse_time
+from .._recovery.workos_api import WorkOSAPIError, WorkOSAuthenticationError
+from .._sync.database import driver_message
+from .._sync.tables import TABLES, EventStatus, WorkOSEventRecord, WorkOSLease, WorkOSSyncState
 from .webhook_endpoints import (
     EventNeed,
     WebhookEndpoint,
@@ -44,7 +45,6 @@ from .webhook_endpoints import (
     needed_event_types,
     webhook_path,
 )
-from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
 
 __all__ = ["Check", "DoctorReport", "max_connections_per_process", "run_doctor"]
 

@@ -22,11 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .authkit import AuthKit
-from .errors import AuthKitError
-from .events_sync import event_types_in_play
-from .mirror import KINDS
-from .workos_api import WorkOSAPIError, WorkOSClient, _decode, _id_segment, _list_after, _list_data
+from .._authkit import AuthKit
+from .._exceptions import WebhookSetupError as WebhookSetupError
+from .._recovery.events_sync import event_types_in_play
+from .._recovery.workos_api import (
+    WorkOSAPIError,
+    WorkOSClient,
+    _decode,
+    _id_segment,
+    _list_after,
+    _list_data,
+)
+from .._sync.mirror import KINDS
 
 __all__ = [
     "CreatedWebhookEndpoint",
@@ -50,10 +57,6 @@ __all__ = [
 
 ENDPOINTS = "/webhook_endpoints"
 USER_EVENT_TYPES = ("user.created", "user.updated", "user.deleted")
-
-
-class WebhookSetupError(AuthKitError):
-    """A webhook endpoint cannot be set up as asked (several share the URL, a bad URL...)."""
 
 
 # -- what the app needs ----------------------------------------------------------------------

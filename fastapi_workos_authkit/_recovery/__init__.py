@@ -17,6 +17,7 @@ public names, with what they report (`reconcile_results`) and the poller (`polle
 
 from __future__ import annotations
 
+from .._sync.ledger import ledger_id
 from .backfill import backfill_memberships, backfill_organizations, backfill_users
 from .events_sync import (
     EventNotRecordedError,
@@ -25,7 +26,6 @@ from .events_sync import (
     event_types_in_play,
     sync_events,
 )
-from .ledger import ledger_id
 from .poller import EventsPoller
 from .prune import DEFAULT_SESSION_RETENTION, MIN_RETENTION, prune
 from .reconcile_results import (

@@ -23,10 +23,11 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlmodel import Session
 
-from .database import refresh_statistics
-from .errors import ConfigurationError
+from .._exceptions import ConfigurationError
+from .._sync.database import refresh_statistics
+from .._sync.mirror import MEMBERSHIP, ORGANIZATION, USER, MirrorKind
+from .._sync.user_table import Effect
 from .lease import Lease
-from .mirror import MEMBERSHIP, ORGANIZATION, USER, MirrorKind
 from .reconcile_results import BackfillResult, Progress, ProgressCallback
 from .recovery import (
     MEMBERSHIPS_CURSOR,
@@ -42,7 +43,6 @@ from .recovery import (
     save_under_lease,
     write_state,
 )
-from .user_table import Effect
 from .workos_api import Keepalive, WorkOSClient
 
 __all__ = ["backfill_memberships", "backfill_organizations", "backfill_users"]

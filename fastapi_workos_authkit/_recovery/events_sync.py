@@ -31,12 +31,17 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import AuthKitError, EventFailedError, InvalidEventError
-from .events import SYNCED_EVENT_TYPES, parse_event
+from .._exceptions import AuthKitError, EventFailedError, InvalidEventError
+from .._exceptions import EventNotRecordedError as EventNotRecordedError
+from .._exceptions import EventsCursorExpiredError as EventsCursorExpiredError
+from .._exceptions import EventTypesChangedError as EventTypesChangedError
+from .._sync.events import SYNCED_EVENT_TYPES, parse_event
+from .._sync.ledger import ledger_id
+from .._sync.mirror import KINDS
+from .._sync.pipeline import EventPipeline, Outcome
+from .._sync.untrusted_json import clean_json, storable_text
+from .._sync.user_table import Effect
 from .lease import Lease
-from .ledger import ledger_id
-from .mirror import KINDS
-from .pipeline import EventPipeline, Outcome
 from .reconcile_results import Progress, ProgressCallback, SyncEventsResult
 from .recovery import (
     DEFAULT_RETENTION,
@@ -55,8 +60,6 @@ from .recovery import (
     read_states,
     save_under_lease,
 )
-from .untrusted_json import clean_json, storable_text
-from .user_table import Effect
 from .workos_api import WorkOSAPIError
 
 logger = logging.getLogger("fastapi_workos_authkit")
@@ -69,32 +72,6 @@ __all__ = [
     "mirrored_event_types",
     "sync_events",
 ]
-
-
-class EventTypesChangedError(AuthKitError):
-    """`sync_events` was asked for other event types than those its cursor was advanced for.
-
-    Continuing would step over the events of the missing types for good (or mark events
-    processed without the handlers that should have run), so the run refuses instead.
-    """
-
-
-class EventNotRecordedError(EventFailedError):
-    """`sync_events` could neither process an event nor record it in the ledger, although the
-    database answers. It stops there rather than move the cursor past an event it has no trace
-    of; the log says what failed."""
-
-    @staticmethod
-    def _describe(event_id: str, event_type: str, cause: BaseException) -> str:
-        return (
-            f"{event_type} event {event_id} from the Events API could neither be processed nor "
-            "recorded in the ledger, so sync_events stopped before it rather than lose it; the "
-            "log says what failed"
-        )
-
-
-class EventsCursorExpiredError(AuthKitError):
-    """WorkOS no longer knows the events cursor: it keeps events for 30 days only."""
 
 
 def mirrored_event_types(recovery: Recovery) -> frozenset[str]:

@@ -21,16 +21,13 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from ._clock import utcnow
-from .database import dialect_insert, guarded
-from .errors import AuthKitError, DatabaseUnavailableError
-from .tables import WorkOSLease
+from .._clock import utcnow
+from .._exceptions import DatabaseUnavailableError
+from .._exceptions import LeaseLostError as LeaseLostError
+from .._sync.database import dialect_insert, guarded
+from .._sync.tables import WorkOSLease
 
 logger = logging.getLogger("fastapi_workos_authkit")
-
-
-class LeaseLostError(AuthKitError):
-    """The lease expired and another instance took it over while this run was working."""
 
 
 def default_holder() -> str:

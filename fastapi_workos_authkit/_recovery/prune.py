@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import anyio.to_thread
 from sqlmodel import Session
 
+from .._sync.tables import WorkOSSyncState
 from .reconcile_results import PruneResult
 from .recovery import (
     DEFAULT_RETENTION,
@@ -20,7 +21,6 @@ from .recovery import (
     Recovery,
     parse_time,
 )
-from .tables import WorkOSSyncState
 
 __all__ = ["DEFAULT_RETENTION", "DEFAULT_SESSION_RETENTION", "MIN_RETENTION", "prune"]
 

@@ -1,6 +1,6 @@
 """What the recovery jobs report: `Progress` while they run, and a result dataclass each.
 
-The jobs themselves live in `fastapi_workos_authkit.reconcile`, which re-exports these names.
+The jobs themselves live in `fastapi_workos_authkit._recovery`, which re-exports these names.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import anyio.to_thread
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from ._clock import utcnow
-from .database import dialect_insert, guarded
+from .._clock import utcnow
+from .._sync.database import dialect_insert, guarded
+from .._sync.pipeline import EventPipeline
+from .._sync.tables import WorkOSSyncState
 from .lease import Lease, held
-from .pipeline import EventPipeline
-from .tables import WorkOSSyncState
 from .workos_api import Keepalive, WorkOSClient
 
 logger = logging.getLogger("fastapi_workos_authkit")

@@ -11,11 +11,11 @@ import anyio.to_thread
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from .database import guarded
-from .pipeline import EventPipeline
+from .._sync.database import guarded
+from .._sync.pipeline import EventPipeline
+from .._sync.tables import EventStatus, WorkOSEventRecord
 from .reconcile_results import Progress, ProgressCallback, ReplayedEvent, ReplayResult
 from .recovery import Recovery
-from .tables import EventStatus, WorkOSEventRecord
 
 __all__ = ["replay_failed"]
 

@@ -6,16 +6,16 @@ import anyio.to_thread
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from .database import guarded
-from .mirror import USER, count_rows
-from .reconcile_results import FailedEvent, KindCounts, LeaseInfo, SyncStatus
-from .recovery import Recovery, iso
-from .tables import (
+from .._sync.database import guarded
+from .._sync.mirror import USER, count_rows
+from .._sync.tables import (
     EventStatus,
     WorkOSEventRecord,
     WorkOSLease,
     WorkOSSyncState,
 )
+from .reconcile_results import FailedEvent, KindCounts, LeaseInfo, SyncStatus
+from .recovery import Recovery, iso
 
 __all__ = ["sync_status"]
 

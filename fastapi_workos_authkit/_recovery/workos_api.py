@@ -23,9 +23,11 @@ import anyio
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ._clock import utcnow
-from .errors import AuthKitError, InvalidEventError
-from .events import (
+from .._clock import utcnow
+from .._exceptions import InvalidEventError
+from .._exceptions import WorkOSAPIError as WorkOSAPIError
+from .._exceptions import WorkOSAuthenticationError as WorkOSAuthenticationError
+from .._sync.events import (
     MAX_EMAIL_LENGTH,
     MAX_USER_ID_LENGTH,
     Organization,
@@ -33,7 +35,7 @@ from .events import (
     User,
     check_snapshot,
 )
-from .untrusted_json import clean_json
+from .._sync.untrusted_json import clean_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -72,18 +74,6 @@ def _id_segment(kind: str, value: str) -> str:
             f"characters): ids are letters, digits and underscores, at most {MAX_ID_LENGTH}"
         )
     return quote(value, safe="")
-
-
-class WorkOSAPIError(AuthKitError):
-    """WorkOS answered with an error we do not retry (or retries ran out)."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class WorkOSAuthenticationError(WorkOSAPIError):
-    """WorkOS refused the API key (401/403): check ``WORKOS_API_KEY``."""
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,11 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlmodel import Session
 
-from .config import Clock, UnhandledActionPolicy
-from .database import is_unavailable
-from .errors import AuthKitError, ConfigurationError, InvalidEventError
-from .events import Organization, OrganizationMembership, User, UTCDateTime, WorkOSModel
+from .._config import Clock, UnhandledActionPolicy
+from .._exceptions import ConfigurationError, InvalidEventError
+from .._exceptions import SessionOnLoopError as SessionOnLoopError
+from .._sync.database import is_unavailable
+from .._sync.events import Organization, OrganizationMembership, User, UTCTimestamp, WorkOSModel
 from .signatures import compute_signature
 from .signed_requests import (
     JSON_BODY_DOC,
@@ -79,11 +80,11 @@ class Invitation(WorkOSModel):
     state: str | None = None
     organization_id: str | None = None
     inviter_user_id: str | None = None
-    accepted_at: UTCDateTime | None = None
-    revoked_at: UTCDateTime | None = None
-    expires_at: UTCDateTime | None = None
-    created_at: UTCDateTime | None = None
-    updated_at: UTCDateTime | None = None
+    accepted_at: UTCTimestamp | None = None
+    revoked_at: UTCTimestamp | None = None
+    expires_at: UTCTimestamp | None = None
+    created_at: UTCTimestamp | None = None
+    updated_at: UTCTimestamp | None = None
 
 
 class AuthenticationAction(WorkOSModel):
@@ -258,15 +259,6 @@ ActionHandler = Callable[[Session, Any, ActionResponse], Any]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-class SessionOnLoopError(AuthKitError, RuntimeError):
-    """An async Action handler used its session for database I/O on the event loop.
-
-    A query there would stall every other request of the app until the database answered. Run
-    the database work in a worker thread with ``await session.run_sync(function, ...)``, or
-    write the handler as a plain ``def`` (sync handlers run in a worker thread).
-    """
 
 
 class ActionSession(Session):

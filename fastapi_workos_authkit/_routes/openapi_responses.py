@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .dependencies import SCHEME_NAME
+from .._auth.dependencies import SCHEME_NAME
 
 __all__ = ["AUTH_RESPONSES", "add_auth_responses", "document_auth_responses"]
 

@@ -12,8 +12,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from .config import Clock
-from .errors import SignatureError
+from .._config import Clock
+from .._exceptions import SignatureError
 
 SIGNATURE_HEADER = "WorkOS-Signature"
 _MAX_HEADER_LENGTH = 4096

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 from starlette.requests import ClientDisconnect
 
+from .._config import Clock
+from .._exceptions import SignatureError
+from .._sync.untrusted_json import UnsafeJSONError, decode_json
 from .body import read_limited_body
-from .config import Clock
-from .errors import SignatureError
 from .signatures import SIGNATURE_HEADER, verify_signature
-from .untrusted_json import UnsafeJSONError, decode_json
 
 logger = logging.getLogger("fastapi_workos_authkit")
 

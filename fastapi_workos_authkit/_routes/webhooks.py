@@ -13,17 +13,17 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from .config import Clock
-from .errors import DatabaseUnavailableError, EventFailedError, InvalidEventError
-from .events import MAX_EMAIL_LENGTH, MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, parse_event
-from .pipeline import EventPipeline
+from .._config import Clock
+from .._exceptions import DatabaseUnavailableError, EventFailedError, InvalidEventError
+from .._sync.events import MAX_EMAIL_LENGTH, MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, parse_event
+from .._sync.pipeline import EventPipeline
+from .._sync.untrusted_json import MAX_JSON_DEPTH
 from .signed_requests import (
     JSON_BODY_DOC,
     SIGNATURE_HEADER_DOC,
     SIGNED_REQUEST_ERRORS,
     read_signed_json,
 )
-from .untrusted_json import MAX_JSON_DEPTH
 
 logger = logging.getLogger("fastapi_workos_authkit")
 

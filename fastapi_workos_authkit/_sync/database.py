@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, create_engine
 
-from .errors import DatabaseUnavailableError
+from .._exceptions import DatabaseUnavailableError
 from .tables import TABLES
 
 logger = logging.getLogger("fastapi_workos_authkit")

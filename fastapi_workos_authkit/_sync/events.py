@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Column
 
-from .errors import InvalidEventError
+from .._exceptions import InvalidEventError
 from .tables import (
     WorkOSEventRecord,
     WorkOSOrganization,
@@ -32,7 +32,7 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+UTCTimestamp = Annotated[datetime, AfterValidator(as_utc)]
 """A datetime normalised to aware UTC (WorkOS sends ``...Z``, ``+00:00`` and zone-less forms)."""
 
 
@@ -56,10 +56,10 @@ class User(WorkOSModel):
     external_id: str | None = None
     # WorkOS documents string to string; Any keeps a surprise value from failing the delivery.
     metadata: dict[str, Any] = Field(default_factory=dict)
-    last_sign_in_at: UTCDateTime | None = None
+    last_sign_in_at: UTCTimestamp | None = None
     locale: str | None = None
-    created_at: UTCDateTime
-    updated_at: UTCDateTime
+    created_at: UTCTimestamp
+    updated_at: UTCTimestamp
 
 
 class DeletedUser(WorkOSModel):
@@ -68,7 +68,7 @@ class DeletedUser(WorkOSModel):
     object: str = "user"
     id: str
     email: str | None = None
-    updated_at: UTCDateTime | None = None
+    updated_at: UTCTimestamp | None = None
 
 
 class Impersonator(WorkOSModel):
@@ -90,10 +90,10 @@ class AuthSession(WorkOSModel):
     ip_address: str | None = None
     user_agent: str | None = None
     impersonator: Impersonator | None = None
-    expires_at: UTCDateTime | None = None
-    ended_at: UTCDateTime | None = None
-    created_at: UTCDateTime | None = None
-    updated_at: UTCDateTime | None = None
+    expires_at: UTCTimestamp | None = None
+    ended_at: UTCTimestamp | None = None
+    created_at: UTCTimestamp | None = None
+    updated_at: UTCTimestamp | None = None
 
 
 class OrganizationDomain(WorkOSModel):
@@ -112,8 +112,8 @@ class Organization(WorkOSModel):
     domains: list[OrganizationDomain] = Field(default_factory=list)
     external_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: UTCDateTime | None = None
-    updated_at: UTCDateTime | None = None
+    created_at: UTCTimestamp | None = None
+    updated_at: UTCTimestamp | None = None
 
 
 class RoleRef(WorkOSModel):
@@ -134,8 +134,8 @@ class OrganizationMembership(WorkOSModel):
     roles: list[RoleRef] | None = None
     directory_managed: bool | None = None
     custom_attributes: dict[str, Any] = Field(default_factory=dict)
-    created_at: UTCDateTime | None = None
-    updated_at: UTCDateTime | None = None
+    created_at: UTCTimestamp | None = None
+    updated_at: UTCTimestamp | None = None
 
 
 DataT = TypeVar("DataT")
@@ -151,7 +151,7 @@ class Event(WorkOSModel, Generic[DataT]):
     id: str
     event: str
     data: DataT
-    created_at: UTCDateTime
+    created_at: UTCTimestamp
     context: dict[str, Any] | None = None
     object: str = "event"
 

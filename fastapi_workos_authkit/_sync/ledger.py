@@ -15,7 +15,7 @@ from sqlalchemy import Table, delete, func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from ._clock import utcnow
+from .._clock import utcnow
 from .database import dialect_insert, driver_message
 from .events import MAX_EVENT_ID_LENGTH, MAX_EVENT_TYPE_LENGTH, Event, subject_of
 from .tables import EventStatus, WorkOSEventRecord

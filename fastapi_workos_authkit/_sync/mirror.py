@@ -65,8 +65,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Session
 
-from .config import OPTIONAL_KINDS as OPTIONAL_KINDS
-from .config import OptionalKind as OptionalKind
+from .._config import OPTIONAL_KINDS as OPTIONAL_KINDS
+from .._config import OptionalKind as OptionalKind
 from .database import dialect_insert, lock_subjects
 from .events import (
     AuthSession,

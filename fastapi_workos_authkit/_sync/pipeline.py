@@ -30,15 +30,15 @@ from sqlalchemy import Engine, event, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from ._clock import utcnow
-from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
-from .errors import (
+from .._clock import utcnow
+from .._exceptions import (
     ConfigurationError,
     DatabaseUnavailableError,
     EventFailedError,
     HandlerError,
     InvalidEventError,
 )
+from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
 from .events import AuthSession, Event, User, parse_event
 from .handlers import HandlerRegistry, call_in_worker
 from .ledger import (

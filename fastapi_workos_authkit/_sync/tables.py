@@ -23,6 +23,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     given their zone back on the way out.
     """
 
+    # Alembic's autogenerate writes a column type as ``<type.__module__>.<name>``: the public
+    # path keeps revision files importing ``fastapi_workos_authkit``, not this private module.
+    __module__ = "fastapi_workos_authkit"
+
     impl = DateTime(timezone=True)
     cache_ok = True
 

@@ -23,7 +23,7 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidEventError
+from .._exceptions import UnsafeJSONError as UnsafeJSONError
 
 MAX_JSON_DEPTH = 64
 """The deepest nesting accepted, counting the outermost object as level 1.
@@ -36,13 +36,6 @@ NON_FINITE = "it holds a non-finite number (NaN, Infinity, or one too large for 
 
 # A lone surrogate, or NUL: characters a UTF-8 database text value cannot hold.
 _UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
-
-
-class UnsafeJSONError(InvalidEventError):
-    """A body is valid JSON but cannot be accepted as it is (too deep, non-finite numbers).
-
-    The message says why, never what the body holds.
-    """
 
 
 def storable_text(text: str) -> str:
