@@ -7,7 +7,7 @@ is ``fastapi_workos_authkit.testing``, the command line ``fastapi_workos_authkit
 
 from ._auth.dependencies import UserNotFoundError
 from ._auth.providers import AuthProvider, auth_config_providers, custom_domain_providers
-from ._auth.tokens import AccessTokenClaims
+from ._auth.tokens import AccessTokenClaims, Actor
 from ._authkit import AuthKit
 from ._config import AuthKitSettings
 from ._exceptions import (
@@ -97,6 +97,7 @@ __all__ = [
     "ActionResponse",
     "ActionSession",
     "ActionVerdict",
+    "Actor",
     "AuthKit",
     "AuthKitError",
     "AuthKitSettings",

@@ -132,8 +132,10 @@ def auth_config_providers(
     to ``WORKOS_API_HOSTNAME``, then ``api.workos.com``; a custom auth domain replaces the host
     of the issuers, while the JWKS stays at ``https://api.workos.com/sso/jwks/<client_id>``.
 
+    ```pycon
     >>> auth_config_providers("client_123")[1]["issuer"]
     'https://api.workos.com/user_management/client_123'
+    ```
 
     Raises:
         ConfigurationError: no client id was given and ``WORKOS_CLIENT_ID`` is not set.
