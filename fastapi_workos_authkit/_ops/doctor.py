@@ -29,7 +29,7 @@ from sqlalchemy import func, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
-from .._auth.tokens import _read_entry, _SkippedEntry
+from .._auth.jwks import _read_entry, _SkippedEntry
 from .._authkit import AuthKit
 from .._recovery.recovery import EVENTS_CURSOR, EVENTS_LAST_RUN, parse_time
 from .._recovery.workos_api import WorkOSAPIError, WorkOSAuthenticationError
