@@ -32,7 +32,7 @@ def add_doctor_command(commands: Any) -> None:
 
 def run_doctor_command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run ``doctor``; returns 1 when any check failed, 0 otherwise."""
-    from ..cli import CommandError, load_authkit  # cli imports this module
+    from .common import CommandError, load_authkit
 
     try:
         kit = load_authkit(args.app, app_dir=args.app_dir)

@@ -107,7 +107,7 @@ def run_webhooks(
     args: argparse.Namespace, out: IO[str], err: IO[str], *, stdin: IO[str] | None = None
 ) -> int:
     """Run one ``webhooks`` verb; returns the exit code."""
-    from ..cli import CommandError, ExitCode, load_authkit  # cli imports this module
+    from .common import CommandError, ExitCode, load_authkit
 
     source = sys.stdin if stdin is None else stdin
     try:
@@ -138,7 +138,7 @@ def run_webhooks(
 
 
 def _check_writable(path: str) -> None:
-    from ..cli import CommandError, ExitCode
+    from .common import CommandError, ExitCode
 
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
