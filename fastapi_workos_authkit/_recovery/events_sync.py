@@ -19,6 +19,9 @@ catch-up state is dropped: every event not seen by either pass was created after
 pass's last request, so after the main cursor's event, and the main cursor (now for all types)
 picks it up; the catch-up's own events after that cursor come again once, and the ledger skips
 them.
+
+The main pass and the catch-up pass share their paging loop and cursor rules, so they stay in
+one module (a little over 400 lines) rather than two that would have to agree.
 """
 
 from __future__ import annotations

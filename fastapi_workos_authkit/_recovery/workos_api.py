@@ -4,6 +4,9 @@ organizations, organization memberships, events).
 One shared connection pool, timeouts, and retries: ``429`` waits for ``Retry-After``; 5xx and
 network errors back off exponentially, capped. The API key travels only in the ``Authorization``
 header and is never logged.
+
+It is longer than most modules because every response shape is checked here, next to the
+call that receives it, so no unchecked WorkOS answer leaves this module.
 """
 
 from __future__ import annotations
