@@ -2,9 +2,10 @@
 
 The app is a real FastAPI app with ``router(swagger=True)`` and ``swagger_ui_init_oauth``; its
 calls to WorkOS (JWKS, the user fetch, the code exchange) reach the real `DevServer` over ASGI,
-and the dev server reaches the app (its Actions, its webhooks) the same way. Each step is what
-Swagger UI does in the browser: open the authorize URL with its parameters, pick a user on the
-page, follow the redirect, post the code as a form to the token URL, then call a route.
+and the dev server reaches the app's Action endpoint the same way. The dev server's webhook
+queue is not run, so the first call fetches the user just in time. Each step is what Swagger UI
+does in the browser: open the authorize URL with its parameters, pick a user on the page,
+follow the redirect, post the code as a form to the token URL, then call a route.
 """
 
 import base64
