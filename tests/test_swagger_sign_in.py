@@ -26,7 +26,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from fastapi_workos_authkit import AuthKit, WorkOSUser
+from fastapi_workos_authkit import AuthKit, ConfigurationError, WorkOSUser
 from fastapi_workos_authkit.dev import DevServer, DevState
 from fastapi_workos_authkit.swagger import MAX_FORM_SIZE
 
@@ -285,3 +285,53 @@ async def test_the_route_and_the_flow_are_absent_unless_opted_in(engine: Engine)
     assert "/workos/swagger/token" not in schema["paths"]
     scheme = schema["components"]["securitySchemes"]["WorkOSAccessToken"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+
+
+def _workos_answering(answer: httpx.Response | Exception) -> httpx.MockTransport:
+    """WorkOS's authenticate endpoint, misbehaving as ``answer`` says."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/user_management/authenticate"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error"),
+    [
+        (httpx.ConnectError("refused"), 503, "temporarily_unavailable"),
+        (httpx.Response(502, text="bad gateway"), 503, "temporarily_unavailable"),
+        (httpx.Response(200, json={"user": {}}), 502, "server_error"),
+        (httpx.Response(200, text="not json"), 502, "server_error"),
+        (httpx.Response(400, json={"message": "no oauth error field"}), 400, "invalid_grant"),
+        (httpx.Response(401, json={"error": "invalid_client"}), 401, "invalid_client"),
+    ],
+)
+async def test_workos_failures_become_oauth2_errors(
+    answer: httpx.Response | Exception, status: int, error: str
+) -> None:
+    kit = AuthKit(client_id="client_x", http_transport=_workos_answering(answer))
+    app = FastAPI()
+    app.include_router(kit.router(webhooks=False, swagger=True))
+    form = {"grant_type": "authorization_code", "code": "c", "code_verifier": "v"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.post("/workos/swagger/token", data=form)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert response.json()["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+    if status == 503:
+        assert response.headers["retry-after"] == "5"
+
+
+def test_the_route_needs_the_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKOS_CLIENT_ID", raising=False)
+    kit = AuthKit()
+    with pytest.raises(ConfigurationError, match="WORKOS_CLIENT_ID"):
+        kit.router(webhooks=False, swagger=True)
+    with pytest.raises(ConfigurationError, match="WORKOS_CLIENT_ID"):
+        kit.swagger_ui_oauth()
