@@ -27,8 +27,11 @@ from .database import make_engine
 from .dependencies import (
     BearerAuth,
     ClaimsDependency,
+    CurrentMembershipDependency,
+    CurrentOrganizationDependency,
     CurrentUserDependency,
     OptionalUserDependency,
+    OrganizationStore,
     RequireOrganization,
     RequirePermissions,
     RequireRoles,
@@ -131,8 +134,20 @@ class AuthKit:
             clock=clock,
             not_found_ttl=settings.user_not_found_ttl,
             read_pool_size=settings.read_pool_size,
+            # Without the sessions table there is nothing to check: keep the plain user read.
+            reject_revoked_sessions=settings.reject_revoked_sessions
+            and "session" in settings.mirror,
         )
-        self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)
+        self.organizations = OrganizationStore(
+            engine=lambda: self.engine,
+            pipeline=self.pipeline,
+            workos_api=self._workos_api_if_configured,
+            clock=clock,
+            not_found_ttl=settings.user_not_found_ttl,
+        )
+        self._auth = BearerAuth(
+            verifier=lambda: self.token_verifier, users=self.users, organizations=self.organizations
+        )
         self._requirements: dict[tuple[type, Any], Any] = {}
         # Stable objects, so `app.dependency_overrides[authkit.current_user]` works.
         self.current_user = CurrentUserDependency(self._auth)
@@ -141,6 +156,12 @@ class AuthKit:
         """Dependency: like `current_user`, but ``None`` when no token is sent."""
         self.claims = ClaimsDependency(self._auth)
         """Dependency: the verified `AccessTokenClaims`, without a database read."""
+        self.current_organization = CurrentOrganizationDependency(self._auth)
+        """Dependency: the `WorkOSOrganization` the caller's token is scoped to (``org_id``);
+        403 without one, or when it was deleted or cannot be fetched."""
+        self.current_membership = CurrentMembershipDependency(self._auth)
+        """Dependency: the caller's active `WorkOSOrganizationMembership` in the token's
+        organization; 403 when there is none, or it is not active."""
 
     @property
     def events_poll_interval(self) -> float | None:
