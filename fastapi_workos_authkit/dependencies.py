@@ -1184,7 +1184,7 @@ class _OrganizationDependency(_Dependency):
         except HandlerError as exc:
             logger.error("%s: %s", what, exc)
             raise HTTPException(
-                status.HTTP_500_INTERNAL_SERVER_ERROR, f"A {self.kind}.created handler failed"
+                status.HTTP_500_INTERNAL_SERVER_ERROR, f"A handler of {self.kind}.created failed"
             ) from None
 
 
