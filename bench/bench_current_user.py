@@ -291,13 +291,13 @@ def bench_backend(
                 for endpoint in ["noop", *pair, "handwritten"]:
                     before = cpu_seconds(server.process.pid)
                     started = time.monotonic()
-                    rps = load(
+                    measured = load(
                         f"{server.base_url}/{endpoint}", token, args.duration, args.connections
                     )
                     elapsed = time.monotonic() - started
                     used = cpu_seconds(server.process.pid) - before
-                    cpu_per_request[endpoint] = used / max(rps * elapsed, 1.0)
-                    samples[endpoint].append(rps)
+                    cpu_per_request[endpoint] = used / max(measured * elapsed, 1.0)
+                    samples[endpoint].append(measured)
                 session_ratios.append(samples["me"][-1] / samples["me-unchecked"][-1])
                 if cpu_per_request["me"] > 0:
                     # Requests per CPU second: checked over unchecked, comparable to the above.
