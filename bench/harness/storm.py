@@ -25,7 +25,7 @@ import httpx
 import psycopg
 
 from fastapi_workos_authkit.signatures import sign_header
-from fastapi_workos_authkit.testing import encode, factories
+from fastapi_workos_authkit.testing import TokenFactory, encode, factories, signed_delivery
 
 from .load import Deliverer, DeliveryStats, run_jobs, timed_requests
 
@@ -370,10 +370,71 @@ async def measure_floor(
         await connections.aclose()
 
 
-async def scenario_storm(
-    base_url: str, db_url: str, secret: str, *, users: int, deliveries: int, concurrency: int
+async def check_revoked_session(
+    base_url: str, secret: str, tokens: TokenFactory, user_id: str
 ) -> dict[str, Any]:
-    """Scenario 1: the storm, its invariants, and events per second beside the floor."""
+    """A signed-out session's token is refused on the very next request, on every worker.
+
+    One connection per worker: the token works on each; ``session.revoked`` is delivered (to
+    whichever worker); then the first request on each worker must be 401 "The session was
+    revoked", though the token itself stays valid for an hour.
+    """
+    sid = "session_01STORMREVOKED0000000000"
+    token = tokens.mint(user_id, sid=sid)
+    headers = {"Authorization": f"Bearer {token}"}
+    connections = WorkerConnections(base_url)
+    await connections.open(per_worker=1)
+    try:
+
+        async def deliver(payload: dict[str, Any]) -> int:
+            body, signed = signed_delivery(payload, secret)
+            async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+                return (await client.post(WEBHOOK_PATH, content=body, headers=signed)).status_code
+
+        async def ask_every_worker() -> dict[str, tuple[int, str]]:
+            answers: dict[str, tuple[int, str]] = {}
+            for worker, idle in connections.idle.items():
+                client = idle.get_nowait()
+                try:
+                    response = await client.get("/bench/me", headers=headers)
+                finally:
+                    idle.put_nowait(client)
+                answered_by = response.headers.get("x-bench-worker", worker)
+                detail = response.json().get("detail", "") if response.status_code != 200 else ""
+                answers[answered_by] = (response.status_code, detail)
+            return answers
+
+        created = await deliver(factories.session_created(user_id, session_id=sid))
+        before = await ask_every_worker()
+        revoked = await deliver(factories.session_revoked(user_id, session_id=sid))
+        after = await ask_every_worker()
+    finally:
+        await connections.aclose()
+    refused = {(401, "The session was revoked")}
+    return {
+        "workers": len(after),
+        "webhooks": [created, revoked],
+        "before": {worker: status for worker, (status, _) in before.items()},
+        "after": {worker: f"{status} {detail}" for worker, (status, detail) in after.items()},
+        "ok": created == revoked == 200
+        and len(after) >= 2
+        and {status for status, _ in before.values()} == {200}
+        and set(after.values()) == refused,
+    }
+
+
+async def scenario_storm(
+    base_url: str,
+    db_url: str,
+    secret: str,
+    *,
+    users: int,
+    deliveries: int,
+    concurrency: int,
+    tokens: TokenFactory | None = None,
+) -> dict[str, Any]:
+    """Scenario 1: the storm, its invariants, and events per second beside the floor; with
+    ``tokens`` (the harness's JWKS signer), a revoked session checked on every worker."""
     reset_tables(db_url)
     storm = make_storm("STORM", users, deliveries, seed=1)
     stats = DeliveryStats()
@@ -382,6 +443,11 @@ async def scenario_storm(
     result = check_storm(db_url, storm)
     floor = await measure_floor(base_url, secret, storm, concurrency)
     result["checks"]["no_delivery_lost"] = not unacknowledged and stats.given_up == 0
+    if tokens is not None:
+        survivor = next(e.user_id for e in storm.events if e.user_id not in storm.deleted_users)
+        revocation = await check_revoked_session(base_url, secret, tokens, survivor)
+        result["checks"]["revoked_session_refused_on_every_worker"] = revocation["ok"]
+        result["revoked_session"] = revocation
     deliveries_per_s = storm.deliveries / elapsed
     result["figures"] = {
         "deliveries": storm.deliveries,
