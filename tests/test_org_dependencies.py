@@ -526,6 +526,8 @@ async def test_each_read_mode_answers_the_same(
             kit.lifespan(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
         ):
+            # The path this test covers: the read pool, or the SQLite reader thread.
+            assert kit.users.resolved_mode() == ("async" if backend == "postgresql" else "thread")
             await sync_user(c)
             await revoke(c)
             ok = await c.get("/me", headers=bearer(tokens.mint(ADA, sid="session_01OTHER")))
