@@ -1,4 +1,5 @@
-"""FastAPI dependencies: who is calling, as verified claims or as the synced `WorkOSUser` row.
+"""FastAPI dependencies: who is calling, as verified claims or as the synced `WorkOSUser` row,
+and in which organization (`WorkOSOrganization`, `WorkOSOrganizationMembership`).
 
 Every dependency is a stable object on the `AuthKit` instance (``authkit.current_user``...), so
 ``app.dependency_overrides[authkit.current_user]`` works. Each one *is* the same HTTP Bearer
