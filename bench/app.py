@@ -147,7 +147,20 @@ def _record(handler: str) -> Callable[[Session, Event[Any]], None]:
     return record
 
 
-for _handler in ("user.created", "user.updated", "user.deleted"):
+# Every kind the storm mixes: each handler call is checked against the model.
+for _handler in (
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organization_membership.created",
+    "organization_membership.updated",
+    "organization_membership.deleted",
+    "session.created",
+    "session.revoked",
+):
     authkit.add_handler(_handler, _record(_handler))
 
 

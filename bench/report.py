@@ -228,9 +228,11 @@ def _details(*results: dict[str, Any]) -> list[str]:
         "The checks compare the database with a model of the sync rules, written separately from "
         "the package:",
         "",
-        f"- the user table equals the newest snapshot of every user never deleted "
-        f"({e1.get('users_in_table')} rows), and deleted users are absent with a tombstone "
-        f"({e1.get('tombstones')});",
+        f"- the storm mixes users, organizations, memberships and sessions "
+        f"({e1.get('unique_events_per_kind')} unique events); each table equals the newest "
+        f"snapshot of every object never deleted ({e1.get('rows_in_tables')} rows), every "
+        "session has its final status (revoked stays revoked whatever the order), and deleted "
+        f"objects are absent with a tombstone ({e1.get('tombstones')});",
         f"- the ledger holds each of the {e1.get('unique_events')} event ids once, all "
         "`processed`;",
         f"- the handlers wrote {e1.get('handler_calls')} rows to `bench_handler_calls`, in the "

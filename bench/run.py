@@ -159,6 +159,7 @@ async def scenario_1(run: Run) -> dict[str, Any]:
         users=run.size["storm_users"],
         deliveries=run.size["storm_deliveries"],
         concurrency=64,
+        tokens=run.jwks.tokens,
     )
 
 

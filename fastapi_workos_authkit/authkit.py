@@ -29,8 +29,11 @@ from .dependencies import (
     AccessTokenBearer,
     BearerAuth,
     ClaimsDependency,
+    CurrentMembershipDependency,
+    CurrentOrganizationDependency,
     CurrentUserDependency,
     OptionalUserDependency,
+    OrganizationStore,
     RequireOrganization,
     RequirePermissions,
     RequireRoles,
@@ -154,8 +157,20 @@ class AuthKit:
             clock=clock,
             not_found_ttl=settings.user_not_found_ttl,
             read_pool_size=settings.read_pool_size,
+            # Without the sessions table there is nothing to check: keep the plain user read.
+            reject_revoked_sessions=settings.reject_revoked_sessions
+            and "session" in settings.mirror,
         )
-        self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)
+        self.organizations = OrganizationStore(
+            engine=lambda: self.engine,
+            pipeline=self.pipeline,
+            workos_api=self._workos_api_if_configured,
+            clock=clock,
+            not_found_ttl=settings.user_not_found_ttl,
+        )
+        self._auth = BearerAuth(
+            verifier=lambda: self.token_verifier, users=self.users, organizations=self.organizations
+        )
         self._requirements: dict[tuple[type, Any], Any] = {}
         # Set by `swagger_ui_oauth`: the OAuth2 scheme every dependency then declares.
         self._security_model: OAuth2 | None = None
@@ -166,6 +181,12 @@ class AuthKit:
         """Dependency: like `current_user`, but ``None`` when no token is sent."""
         self.claims = ClaimsDependency(self._auth)
         """Dependency: the verified `AccessTokenClaims`, without a database read."""
+        self.current_organization = CurrentOrganizationDependency(self._auth)
+        """Dependency: the `WorkOSOrganization` the caller's token is scoped to (``org_id``);
+        403 without one, or when it was deleted or cannot be fetched."""
+        self.current_membership = CurrentMembershipDependency(self._auth)
+        """Dependency: the caller's active `WorkOSOrganizationMembership` in the token's
+        organization; 403 when there is none, or it is not active."""
 
     @property
     def events_poll_interval(self) -> float | None:
@@ -634,6 +655,7 @@ class AuthKit:
         self._token_verifier = None
         self._workos_api = None
         await self.users.rebind(owns_engine=self._owns_engine)
+        self.organizations.forget()
         built_engine = engine is None and "database_url" in options
         try:
             yield self

@@ -286,6 +286,11 @@ class AuthKitSettings(BaseSettings):
         10_000,
         description="Verified access tokens remembered until they expire (0 turns the cache off).",
     )
+    reject_revoked_sessions: bool = Field(
+        True,
+        description="`current_user` and every dependency built on it refuse (401) a token whose "
+        "`sid` names a session mirrored as revoked: a sign-out takes effect at once.",
+    )
     user_not_found_ttl: float = Field(
         5.0,
         description="Seconds a 404 from WorkOS for an unsynced user is remembered: meanwhile "
