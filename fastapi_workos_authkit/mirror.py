@@ -169,6 +169,7 @@ class MirrorKind:
                 if tombstone_kind is not None:
                     query = query.where(tombstones.c.kind == tombstone_kind)
                 self._tombstoned[dialect] = query
+        self._insert = insert(table)
         self._update = (
             update(table)
             .where(table.c.id == bindparam("b_id"))
@@ -410,14 +411,17 @@ def apply_snapshots(session: Session, kind: MirrorKind, objects: Sequence[Any]) 
     if not ids:
         return []
     kind.lock(session, ids)
-    dialect = session.get_bind().dialect.name
+    # The statements are built once per kind and run on the session's connection: they are
+    # Core statements, and the ORM's execute path cost more than the queries on the hot path.
+    connection = session.connection()
+    dialect = connection.dialect.name
     parameters = {"ids": ids}
     tombstoned: set[str] = set()
     if kind.tombstones is not None:
-        tombstoned = set(session.execute(kind._tombstoned[dialect], parameters).scalars())
+        tombstoned = set(connection.execute(kind._tombstoned[dialect], parameters).scalars())
     stored = {
         row.id: kind.version(dict(row._mapping))
-        for row in session.execute(kind._stored[dialect], parameters)
+        for row in connection.execute(kind._stored[dialect], parameters)
     }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
@@ -436,9 +440,9 @@ def apply_snapshots(session: Session, kind: MirrorKind, objects: Sequence[Any]) 
             effect = Effect.UNCHANGED
         effects[index] = _classify(kind, effect, values)
     if inserts:
-        session.execute(insert(kind.table), inserts)
+        connection.execute(kind._insert, inserts)
     if updates:
-        session.execute(kind._update, updates)
+        connection.execute(kind._update, updates)
     return [effects.get(index, Effect.UNCHANGED) for index in range(len(rows))]
 
 

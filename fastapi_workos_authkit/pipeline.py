@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, Table, bindparam, event, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from ._clock import utcnow
-from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
+from .database import begin_immediate, is_unavailable, unavailable_as_error
 from .errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -69,6 +70,23 @@ from .mirror import (
 from .tables import EventStatus, WorkOSEventRecord
 
 logger = logging.getLogger("fastapi_workos_authkit")
+
+
+def _claim_statement(insert_for: Callable[[Table], Any]) -> Any:
+    table = ledger_table()
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return insert_for(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+
+
+_CLAIM: dict[str, Any] = {
+    "postgresql": _claim_statement(postgresql.insert),
+    "sqlite": _claim_statement(sqlite.insert),
+}
+"""The ledger claim per dialect; the row's values come as parameters."""
+_CLAIMED_STATUS = (
+    select(ledger_table().c.status).where(ledger_table().c.id == bindparam("id")).with_for_update()
+)
+"""The status of a ledger row the claim found, locked until the transaction ends."""
 
 
 class _Claim(StrEnum):
@@ -116,13 +134,6 @@ class SyncSession(Session):
 
     in_handlers = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # On this session only: a listener on a class (or registered at import) would reach
-        # sessions the package does not own, and an engine-wide one would make the app's reads
-        # take SQLite's write lock too. An app's own engine still gets the lock where we write.
-        event.listen(self, "after_begin", begin_immediate)
-
     def commit(self) -> None:
         self._refuse_in_handlers("commit")
         super().commit()
@@ -143,6 +154,12 @@ class SyncSession(Session):
                 "session.flush() for generated ids, and session.begin_nested() for work that "
                 "may fail on its own."
             )
+
+
+# On this class only, registered once: a listener on `Session` would reach sessions the package
+# does not own, and an engine-wide one would make the app's reads take SQLite's write lock too.
+# (Registering it per instance cost more than a SQLite INSERT on every event.)
+event.listen(SyncSession, "after_begin", begin_immediate)
 
 
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
@@ -385,20 +402,16 @@ class EventPipeline:
         # same id blocks on it until we finish; on SQLite it takes the write lock up front.
         # The row says "processed" at once: nobody sees it before we commit, and if a handler
         # fails the whole transaction rolls back and the failure is recorded separately.
-        table = ledger_table()
+        # The statements are built once (`_CLAIM`, `_CLAIMED_STATUS`) and run on the session's
+        # connection: Core statements need none of the ORM's execute machinery, and building
+        # an INSERT's VALUES per event cost more than the database did on SQLite.
+        connection = session.connection()
         row = ledger_row(event, payload, source, EventStatus.PROCESSED)
-        inserted = session.execute(
-            dialect_insert(session, table)
-            .values(**row, processed_at=row["received_at"])
-            .on_conflict_do_nothing(index_elements=["id"])
-            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            .returning(table.c.id)
-        ).first()
+        row["processed_at"] = row["received_at"]
+        inserted = connection.execute(_CLAIM[connection.dialect.name], row).first()
         if inserted is not None:
             return _Claim.NEW
-        status = session.execute(
-            select(table.c.status).where(table.c.id == event.id).with_for_update()
-        ).scalar_one()
+        status = connection.execute(_CLAIMED_STATUS, {"id": event.id}).scalar_one()
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
