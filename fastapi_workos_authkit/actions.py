@@ -412,6 +412,11 @@ class SyncHandlerSlots:
         """How many slots are held now (running or abandoned handlers)."""
         return self._taken
 
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for a slot now."""
+        return len(self._waiters)
+
     def try_acquire(self) -> bool:
         """Take a slot without waiting; False when all are taken."""
         with self._lock:
