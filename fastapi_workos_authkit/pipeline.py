@@ -19,12 +19,14 @@ organizations, memberships, sessions):
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, Table, bindparam, event, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -160,6 +162,36 @@ class SyncSession(Session):
 # does not own, and an engine-wide one would make the app's reads take SQLite's write lock too.
 # (Registering it per instance cost more than a SQLite INSERT on every event.)
 event.listen(SyncSession, "after_begin", begin_immediate)
+
+
+_SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+_SQLITE_WRITERS_GUARD = threading.Lock()
+_SQLITE_WRITER_WAIT = 30.0
+"""Seconds a transaction waits for its turn in this process (SQLite's busy timeout)."""
+
+
+@contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, one pipeline transaction at a time per engine in this process.
+
+    SQLite has one writer, and the others wait in its busy handler, which sleeps and polls
+    (1 ms growing to 100 ms): under a burst of deliveries the write lock sat free while every
+    waiting thread slept. Queueing on a lock here hands the turn over the moment the previous
+    transaction ends; ``BEGIN IMMEDIATE`` still guards against other processes. Re-entrant,
+    and bounded by the busy timeout, after which SQLite's own wait takes over as before.
+    PostgreSQL needs nothing: its row and advisory locks wake waiters at once.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _SQLITE_WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+    acquired = lock.acquire(timeout=_SQLITE_WRITER_WAIT)
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
 
 
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
@@ -392,7 +424,12 @@ class EventPipeline:
     def _transaction(self) -> Iterator[SyncSession]:
         """A session for one unit of work; a database that cannot be reached becomes
         `DatabaseUnavailableError`, so routes can answer 503 instead of 500."""
-        with unavailable_as_error(), SyncSession(self._engine(), expire_on_commit=False) as session:
+        engine = self._engine()
+        with (
+            _writer_turn(engine),
+            unavailable_as_error(),
+            SyncSession(engine, expire_on_commit=False) as session,
+        ):
             yield session
 
     def _claim(
