@@ -428,26 +428,30 @@ class SyncHandlerSlots:
     async def acquire(self) -> bool:
         """Take a slot, waiting for one while a handler inside its time holds one; False at once
         when every slot is held by an abandoned thread. Call it on the event loop; cancel it
-        (a timeout scope) to stop waiting."""
-        while True:
+        (a timeout scope) to stop waiting.
+
+        Waiters are served in order: a released slot is handed to the first waiter, never left
+        for a newcomer to take first (which starved early waiters into the p99).
+        """
+        with self._lock:
+            if self._taken < self.size and not self._waiters:
+                self._taken += 1
+                return True
+            if self._abandoned >= self.size:
+                return False
+            granted = anyio.Event()
+            self._waiters.append(granted)
+        try:
+            await granted.wait()
+        except BaseException:
             with self._lock:
-                if self._taken < self.size:
-                    self._taken += 1
-                    return True
-                if self._abandoned >= self.size:
-                    return False
-                woken = anyio.Event()
-                self._waiters.append(woken)
-            try:
-                await woken.wait()
-            except BaseException:
-                with self._lock:
-                    still_queued = woken in self._waiters
-                    if still_queued:
-                        self._waiters.remove(woken)
-                if not still_queued and woken.is_set():
-                    self._wake_one(on_loop=True)  # the release meant for us goes to the next
-                raise
+                handed_over = granted not in self._waiters
+                if not handed_over:
+                    self._waiters.remove(granted)
+            if handed_over:
+                self.release(on_loop=True)  # a slot was handed to us: pass it on
+            raise
+        return True
 
     def abandon(self) -> None:
         """Count a held slot as held by an abandoned thread (until that thread releases it)."""
@@ -455,25 +459,21 @@ class SyncHandlerSlots:
             self._abandoned += 1
 
     def release(self, *, abandoned: bool = False, on_loop: bool = False) -> None:
-        """Give a slot back: from the worker thread that held it, or ``on_loop`` for a thread
-        that never started; ``abandoned`` if it had been counted by `abandon`."""
+        """Give a slot back, or hand it to the first waiter: from the worker thread that held
+        it, or ``on_loop``; ``abandoned`` if it had been counted by `abandon`."""
         with self._lock:
-            self._taken -= 1
             if abandoned:
                 self._abandoned -= 1
-        self._wake_one(on_loop=on_loop)
-
-    def _wake_one(self, *, on_loop: bool) -> None:
-        with self._lock:
             if not self._waiters:
+                self._taken -= 1
                 return
-            woken = self._waiters.popleft()
+            granted = self._waiters.popleft()  # the slot changes hands; taken stays the same
         if on_loop:
-            woken.set()
+            granted.set()
             return
         # RuntimeError: the loop is gone (shutting down), so nobody is waiting any more.
         with suppress(RuntimeError):
-            anyio.from_thread.run_sync(woken.set)
+            anyio.from_thread.run_sync(granted.set)
 
 
 @dataclass
