@@ -267,7 +267,8 @@ class AuthKitSettings(BaseSettings):
     max_sync_action_handlers: int = Field(
         20,
         description="Sync Action handlers allowed to run at once (including ones past "
-        "`action_timeout`); beyond it the endpoint answers 503 at once.",
+        "`action_timeout`); beyond it a request waits for a slot within its own "
+        "`action_timeout`, and answers 503 at once when overrun handlers hold every slot.",
     )
     token_leeway: float = Field(
         10.0,

@@ -24,10 +24,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from fastapi_workos_authkit.signatures import sign_header
 from fastapi_workos_authkit.testing import TokenFactory, encode, factories, signed_delivery
 
-from .load import Deliverer, DeliveryStats, run_jobs, timed_requests
+from .load import Deliverer, DeliveryStats, run_jobs
 
 WEBHOOK_PATH = "/workos/webhook"
 _BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -500,35 +499,6 @@ async def _drive(
     return elapsed, unacknowledged, split_pairs
 
 
-async def measure_floor(
-    base_url: str, secret: str, storm: Storm, concurrency: int
-) -> dict[str, float]:
-    """The floor endpoint (HMAC check plus one INSERT) at the storm's concurrency and bodies,
-    over the same per-worker connections as the storm."""
-    connections = WorkerConnections(base_url)
-    await connections.open(per_worker=concurrency)
-    bodies = [event.body for event in storm.events]
-    total = min(len(bodies), 5000)
-
-    async def request(i: int) -> httpx.Response:
-        body = bodies[i]
-        headers = {
-            "Content-Type": "application/json",
-            "WorkOS-Signature": sign_header(body, secret),
-        }
-        queue = connections.workers(1, i)[0]
-        client = await queue.get()
-        try:
-            return await client.post("/bench/floor", content=body, headers=headers)
-        finally:
-            queue.put_nowait(client)
-
-    try:
-        return await timed_requests(request, total, concurrency)
-    finally:
-        await connections.aclose()
-
-
 async def check_revoked_session(
     base_url: str, secret: str, tokens: TokenFactory, user_id: str
 ) -> dict[str, Any]:
@@ -592,15 +562,18 @@ async def scenario_storm(
     concurrency: int,
     tokens: TokenFactory | None = None,
 ) -> dict[str, Any]:
-    """Scenario 1: the storm, its invariants, and events per second beside the floor; with
-    ``tokens`` (the harness's JWKS signer), a revoked session checked on every worker."""
+    """Scenario 1: the storm and its invariants; with ``tokens`` (the harness's JWKS signer), a
+    revoked session checked on every worker.
+
+    Its deliveries per second are the Python load generator's pace, not the server's (both our
+    route and a floor come out bound by the client), so no speed ratio is drawn from it:
+    scenario 7 measures ingest speed with wrk."""
     reset_tables(db_url)
     storm = make_storm("STORM", users, deliveries, seed=1)
     stats = DeliveryStats()
     deliverer = Deliverer(secret, stats)
     elapsed, unacknowledged, split_pairs = await _drive(base_url, storm, deliverer, concurrency)
     result = check_storm(db_url, storm)
-    floor = await measure_floor(base_url, secret, storm, concurrency)
     result["checks"]["no_delivery_lost"] = not unacknowledged and stats.given_up == 0
     if tokens is not None:
         survivor = next(
@@ -622,10 +595,6 @@ async def scenario_storm(
         "unique_events_per_s": round(len(storm.events) / elapsed, 1),
         "concurrent_duplicate_pairs": sum(1 for _, copies in storm.plan if copies > 1),
         "pairs_answered_by_two_workers": split_pairs,
-        "floor": floor,
-        "deliveries_per_s_vs_floor": round(deliveries_per_s / floor["rps"], 3)
-        if floor["rps"]
-        else None,
         "delivery_p50_ms": round(sorted(stats.latencies)[len(stats.latencies) // 2] * 1000, 2)
         if stats.latencies
         else None,
