@@ -469,15 +469,14 @@ def unchanged_reason(
     a session, already ended), ``"unchanged"`` when the row already holds this version.
     """
     values = kind.values(obj)
-    dialect = session.get_bind().dialect.name
-    parameters = {"ids": [values["id"]]}
-    if (
-        kind.tombstones is not None
-        and session.execute(kind._tombstoned[dialect], parameters).first()
-    ):
-        return "tombstoned"
-    row = session.execute(kind._stored[dialect], parameters).first()
-    if row is not None and kind.version(dict(row._mapping)) > kind.version(values):
+    connection = session.connection()
+    rows = connection.execute(kind._read[connection.dialect.name], {"ids": [values["id"]]})
+    stored = None
+    for row in rows.mappings():
+        if row["tombstone"]:
+            return "tombstoned"
+        stored = kind.version(dict(row))
+    if stored is not None and stored > kind.version(values):
         return "stale"
     return "unchanged"
 
