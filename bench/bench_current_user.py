@@ -5,6 +5,13 @@ from another process, ``wrk`` (Debian package ``wrk``) or, when it is missing, a
 load generator. Each backend (SQLite, PostgreSQL) gets a fresh database with one synced user and
 a real RS256 token. Goal: ``current_user`` at >= 0.5x the floor and >= 2.5x hand-written.
 
+The token carries a ``sid`` naming a mirrored (active) session among many, so ``/me`` pays for
+the revoked-session check; ``/me-unchecked`` is the same read with ``reject_revoked_sessions``
+off. The two are measured back to back in each round (their order alternating), and the check's
+cost is the median of the per-round ratios: goal ``/me`` >= 0.9x ``/me-unchecked``. On a shared
+machine requests per second swing with the neighbours' load, so the app process's own CPU time
+per request (from ``/proc``) is reported beside it: the steadier measure of the same cost.
+
     .venv/bin/python bench/bench_current_user.py                   # a few seconds per endpoint
     .venv/bin/python bench/bench_current_user.py --duration 15 --rounds 3
     .venv/bin/python bench/bench_current_user.py --backends sqlite --load httpx
@@ -41,14 +48,16 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from fastapi_workos_authkit import AuthKit, User  # noqa: E402
+from fastapi_workos_authkit import AuthKit, AuthSession, User  # noqa: E402
 from fastapi_workos_authkit._sync.database import create_tables, make_engine  # noqa: E402
 from fastapi_workos_authkit.testing import RSAKeyPair, TokenFactory, factories  # noqa: E402
 
 CLIENT_ID = "client_01BENCH"
 USER_ID = "user_01BENCHUSER00000000000000"
-ENDPOINTS = ("noop", "me", "handwritten")
-GOALS = {"floor": 0.5, "handwritten": 2.5}
+SESSION_ID = "session_01BENCHSESSION000000000"
+ENDPOINTS = ("noop", "me", "me-unchecked", "handwritten")
+GOALS = {"floor": 0.5, "handwritten": 2.5, "session_check": 0.9}
+OTHER_SESSIONS = 5_000
 
 
 def free_port() -> int:
@@ -99,6 +108,19 @@ def seed(url: str) -> None:
     authkit = AuthKit(client_id=CLIENT_ID, engine=engine)
     user = User.model_validate(factories.user(USER_ID, email="bench@example.com"))
     authkit.pipeline.apply_user_snapshot(user, source="bench")
+    # The token's session, among many others (some revoked), so the lookup is an index probe.
+    sessions = [
+        AuthSession.model_validate(factories.session(USER_ID, f"session_01BENCH{n:013d}"))
+        for n in range(OTHER_SESSIONS)
+    ]
+    sessions += [
+        AuthSession.model_validate(
+            factories.session(USER_ID, f"session_01BENCHREVOKED{n:06d}", status="revoked")
+        )
+        for n in range(OTHER_SESSIONS // 10)
+    ]
+    sessions.append(AuthSession.model_validate(factories.session(USER_ID, SESSION_ID)))
+    authkit.pipeline.apply_snapshots(sessions, kind="session", source="bench", run_handlers=False)
     engine.dispose()
 
 
@@ -160,6 +182,16 @@ class Server:
 
 def wrk_available() -> bool:
     return shutil.which("wrk") is not None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, token: str, duration: float, connections: int) -> float:
@@ -236,7 +268,7 @@ def bench_backend(
         seed(database.url)
         key = RSAKeyPair.generate(kid="sso_oidc_key_pair_bench")
         tokens = TokenFactory(CLIENT_ID, key=key, lifetime=24 * 3600)
-        token = tokens.mint(USER_ID)
+        token = tokens.mint(USER_ID, sid=SESSION_ID)
         server = Server(database.url, tokens.jwks(), args.mode)
         try:
             headers = {"Authorization": f"Bearer {token}"}
@@ -249,12 +281,27 @@ def bench_backend(
             samples: dict[str, list[float]] = {e: [] for e in ENDPOINTS}
             for endpoint in ENDPOINTS:  # warm up every endpoint (imports, pools, caches)
                 load(f"{server.base_url}/{endpoint}", token, 1, args.connections)
-            for _ in range(args.rounds):
-                for endpoint in ENDPOINTS:
-                    rps = load(
+            session_ratios: list[float] = []
+            cpu_ratios: list[float] = []
+            for round_ in range(args.rounds):
+                # /me and /me-unchecked back to back, alternating which goes first, so drift
+                # on a shared machine touches both alike.
+                pair = ["me", "me-unchecked"] if round_ % 2 == 0 else ["me-unchecked", "me"]
+                cpu_per_request: dict[str, float] = {}
+                for endpoint in ["noop", *pair, "handwritten"]:
+                    before = cpu_seconds(server.process.pid)
+                    started = time.monotonic()
+                    measured = load(
                         f"{server.base_url}/{endpoint}", token, args.duration, args.connections
                     )
-                    samples[endpoint].append(rps)
+                    elapsed = time.monotonic() - started
+                    used = cpu_seconds(server.process.pid) - before
+                    cpu_per_request[endpoint] = used / max(measured * elapsed, 1.0)
+                    samples[endpoint].append(measured)
+                session_ratios.append(samples["me"][-1] / samples["me-unchecked"][-1])
+                if cpu_per_request["me"] > 0:
+                    # Requests per CPU second: checked over unchecked, comparable to the above.
+                    cpu_ratios.append(cpu_per_request["me-unchecked"] / cpu_per_request["me"])
         finally:
             server.stop()
     finally:
@@ -265,6 +312,10 @@ def bench_backend(
         "samples": {e: [round(v, 1) for v in values] for e, values in samples.items()},
         "ratio_to_floor": round(rps["me"] / rps["noop"], 3),
         "ratio_to_handwritten": round(rps["me"] / rps["handwritten"], 3),
+        "session_check_ratios": [round(r, 3) for r in session_ratios],
+        "session_check_ratio": round(statistics.median(session_ratios), 3),
+        "session_check_cpu_ratios": [round(r, 3) for r in cpu_ratios],
+        "session_check_cpu_ratio": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
     }
 
 
@@ -330,20 +381,26 @@ def main() -> None:
     )
     print(
         f"{'backend':<12}{'floor':>10}{'current_user':>14}{'hand-written':>14}"
-        f"{'x floor':>10}{'x hand':>9}"
+        f"{'x floor':>10}{'x hand':>9}{'no check':>10}{'x no check':>12}"
     )
     for backend, result in results.items():
         rps = result["requests_per_second"]
         print(
             f"{backend:<12}{rps['noop']:>10.0f}{rps['me']:>14.0f}{rps['handwritten']:>14.0f}"
             f"{result['ratio_to_floor']:>10.2f}{result['ratio_to_handwritten']:>9.2f}"
+            f"{rps['me-unchecked']:>10.0f}{result['session_check_ratio']:>12.3f}"
         )
     for backend, result in results.items():
         floor_ok = result["ratio_to_floor"] >= GOALS["floor"]
         hand_ok = result["ratio_to_handwritten"] >= GOALS["handwritten"]
+        check_ok = result["session_check_ratio"] >= GOALS["session_check"]
         print(
             f"{backend}: goal >= {GOALS['floor']}x floor {'met' if floor_ok else 'NOT met'}, "
-            f">= {GOALS['handwritten']}x hand-written {'met' if hand_ok else 'NOT met'}"
+            f">= {GOALS['handwritten']}x hand-written {'met' if hand_ok else 'NOT met'}, "
+            f"session check >= {GOALS['session_check']}x unchecked "
+            f"{'met' if check_ok else 'NOT met'} (per round: {result['session_check_ratios']}; "
+            f"requests per app CPU second, checked / unchecked: "
+            f"{result['session_check_cpu_ratio']} per round {result['session_check_cpu_ratios']})"
         )
 
     output = Path(args.output)
@@ -355,7 +412,11 @@ def main() -> None:
         "duration_s": args.duration,
         "rounds": args.rounds,
         "user_read_mode": args.mode,
-        "goals": {"ratio_to_floor": GOALS["floor"], "ratio_to_handwritten": GOALS["handwritten"]},
+        "goals": {
+            "ratio_to_floor": GOALS["floor"],
+            "ratio_to_handwritten": GOALS["handwritten"],
+            "session_check_ratio": GOALS["session_check"],
+        },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "results": results,
     }

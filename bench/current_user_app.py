@@ -1,7 +1,10 @@
 """The app `bench_current_user.py` serves with uvicorn: three endpoints side by side.
 
 * ``GET /noop``: an async endpoint doing nothing, the framework's floor.
-* ``GET /me``: ``authkit.current_user``.
+* ``GET /me``: ``authkit.current_user`` (the token's session is checked with the user: the
+  default ``reject_revoked_sessions``).
+* ``GET /me-unchecked``: the same, on a second `AuthKit` with ``reject_revoked_sessions=False``:
+  what the session check costs is the difference.
 * ``GET /handwritten``: what the FastAPI tutorial leads a user to write: a sync dependency that
   decodes the token with PyJWT on every request and loads the row through a ``Session``
   dependency.
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -46,12 +50,29 @@ authkit = AuthKit(
     http_transport=httpx.MockTransport(_serve_jwks),
     api_base_url="https://api.workos.com",
 )
+unchecked = AuthKit(
+    client_id=CLIENT_ID,
+    database_url=DATABASE_URL,
+    http_transport=httpx.MockTransport(_serve_jwks),
+    api_base_url="https://api.workos.com",
+    reject_revoked_sessions=False,
+)
 # How the user row is read: "auto" (the default), "async" or "thread".
 authkit.users.mode = os.environ.get("BENCH_USER_LOOKUP", "auto")  # type: ignore[assignment]
-app = FastAPI(lifespan=authkit.lifespan)
+unchecked.users.mode = authkit.users.mode
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with authkit.lifespan(app), unchecked.lifespan(app):
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
 engine = make_engine(DATABASE_URL)
 
 CurrentUser = Annotated[WorkOSUser, Depends(authkit.current_user)]
+UncheckedUser = Annotated[WorkOSUser, Depends(unchecked.current_user)]
 
 
 @app.get("/noop")
@@ -61,6 +82,11 @@ async def noop() -> dict[str, bool]:
 
 @app.get("/me")
 async def me(user: CurrentUser) -> dict[str, str]:
+    return {"id": user.id, "email": user.email}
+
+
+@app.get("/me-unchecked")
+async def me_unchecked(user: UncheckedUser) -> dict[str, str]:
     return {"id": user.id, "email": user.email}
 
 

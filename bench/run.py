@@ -1,6 +1,6 @@
 """Run the load and fault scenarios against the bench app on two uvicorn workers and PostgreSQL.
 
-    .venv/bin/python bench/run.py                      # the full run (all six scenarios)
+    .venv/bin/python bench/run.py                      # the full run (all seven scenarios)
     .venv/bin/python bench/run.py --smoke              # small counts, a minute or two
     .venv/bin/python bench/run.py --smoke --scenarios 1,2,5   # what CI runs
 
@@ -49,6 +49,8 @@ SIZES = {
         "action_seconds": 15,
         "memory_requests": 100000,
         "token_cache_size": 10000,
+        "ingest_deliveries": 3000,
+        "ingest_rounds": 2,
     },
     "smoke": {
         "storm_users": 100,
@@ -61,6 +63,8 @@ SIZES = {
         "action_seconds": 3,
         "memory_requests": 5000,
         "token_cache_size": 1000,
+        "ingest_deliveries": 300,
+        "ingest_rounds": 1,
     },
 }
 
@@ -75,7 +79,10 @@ NAMES = {
     4: "actions",
     5: "bad input",
     6: "memory",
+    7: "webhook ingest beside the floor (wrk)",
 }
+WRK_SCENARIOS = (3, 4, 6, 7)
+"""The scenarios that use wrk (apt-get install wrk) as load generator."""
 
 
 def machine() -> dict[str, Any]:
@@ -159,6 +166,7 @@ async def scenario_1(run: Run) -> dict[str, Any]:
         users=run.size["storm_users"],
         deliveries=run.size["storm_deliveries"],
         concurrency=64,
+        tokens=run.jwks.tokens,
     )
 
 
@@ -231,14 +239,32 @@ async def scenario_6(run: Run) -> dict[str, Any]:
     )
 
 
+async def scenario_7(run: Run) -> dict[str, Any]:
+    from bench.harness import ingest
+
+    def prepare(url: str) -> None:
+        engine = make_engine(url)
+        create_bench_tables(engine)
+        engine.dispose()
+
+    return await ingest.scenario_ingest(
+        run.postgres.url,
+        WEBHOOK_SECRET,
+        workdir=run.workdir,
+        deliveries=run.size["ingest_deliveries"],
+        rounds=run.size["ingest_rounds"],
+        environment={"BENCH_JWKS_URL": run.jwks.base_url},
+        prepare=prepare,
+    )
+
+
 SCENARIOS: dict[int, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     1: scenario_1,
     2: scenario_2,
     5: scenario_5,
 }
 if wrk.available():
-    # The token, Actions and memory scenarios use wrk (apt-get install wrk) as load generator.
-    SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6})
+    SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6, 7: scenario_7})
 
 
 def _print_result(number: int, result: dict[str, Any]) -> None:
@@ -258,10 +284,13 @@ async def main_async(run: Run, numbers: list[int]) -> dict[int, dict[str, Any]]:
         if scenario is None:
             # A scenario asked for but not run is a failure, not a silent gap in the figures.
             results[number] = {
-                "skipped": "wrk is not installed",
+                "skipped": "wrk is not installed: apt-get install wrk",
                 "checks": {"wrk_installed": False},
             }
-            print(f"\n== scenario {number}: {NAMES[number]} == skipped")
+            print(
+                f"\n== scenario {number}: {NAMES[number]} == FAILED: it drives the server with "
+                "wrk, which is not installed (apt-get install wrk)"
+            )
             continue
         began = time.perf_counter()
         try:
@@ -281,7 +310,7 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="small counts (what CI runs)")
     parser.add_argument(
-        "--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers (1-6)"
+        "--scenarios", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers (1-7)"
     )
     parser.add_argument("--output", help="where to write the JSON results")
     args = parser.parse_args()
@@ -290,6 +319,12 @@ def main() -> int:
     unknown = [n for n in numbers if n not in NAMES]
     if unknown:
         parser.error(f"unknown scenarios: {unknown}")
+    missing_wrk = [n for n in numbers if n in WRK_SCENARIOS and not wrk.available()]
+    if missing_wrk:
+        parser.error(
+            f"scenarios {missing_wrk} drive the server with wrk, which is not installed: "
+            "apt-get install wrk (or leave them out with --scenarios)"
+        )
     output = Path(args.output) if args.output else ROOT / "bench" / "results" / f"{mode}.json"
     # Stopped from outside (CI timeout, `timeout`, kill): still stop uvicorn and PostgreSQL.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -293,7 +293,8 @@ async def run_example_app_story(database_url: str, out: Printer = print) -> Stor
 
 
 async def run_organizations_story(database_url: str, out: Printer = print) -> StoryResult:
-    """Part 3: a membership before its organization, and ``/org/members`` for admins only."""
+    """Part 3: a membership before its organization, ``/org/members`` for admins only, and a
+    revoked session's token refused."""
     engine = make_engine(database_url)
     tokens = TokenFactory(DEMO_CLIENT_ID)
     authkit = create_authkit(
@@ -379,6 +380,25 @@ async def run_organizations_story(database_url: str, out: Printer = print) -> St
         refused = await http.get("/org/members", headers=auth)
         show("GET /org/members with the same token", refused, refused.json().get("detail", ""))
         out(f"{'':<4}the mirrored membership is the newest state, so the app trusts it")
+
+        # A sign-out: WorkOS sends session.revoked, and the token of that session is refused at
+        # once (reject_revoked_sessions), though it would be valid for minutes more.
+        sid = "session_01ADALAPTOP"
+        session_token = tokens.mint(ada, org_id=acme, role="member", sid=sid)
+        session_auth = {"Authorization": f"Bearer {session_token}"}
+        await webhook(
+            "webhook session.created (Ada's laptop)",
+            factories.session_created(ada, session_id=sid, organization_id=acme),
+        )
+        me = await http.get("/me", headers=session_auth)
+        show("GET /me with that session's token", me, me.json().get("id", ""))
+        await webhook(
+            "webhook session.revoked (Ada signs out)",
+            factories.session_revoked(ada, session_id=sid),
+        )
+        signed_out = await http.get("/me", headers=session_auth)
+        show("GET /me with the same token", signed_out, signed_out.json().get("detail", ""))
+        out(f"{'':<4}the token has minutes left, but its session was revoked: refused at once")
     engine.dispose()
     return story
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -11,13 +11,18 @@ from typing import Any, TypeVar
 import anyio.to_thread
 import httpx
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.models import OAuth2
 from sqlalchemy import Engine
 
 from ._auth.dependencies import (
+    AccessTokenBearer,
     BearerAuth,
     ClaimsDependency,
+    CurrentMembershipDependency,
+    CurrentOrganizationDependency,
     CurrentUserDependency,
     OptionalUserDependency,
+    OrganizationStore,
     RequireOrganization,
     RequirePermissions,
     RequireRoles,
@@ -50,6 +55,7 @@ from ._routes.actions import (
     add_action_route,
 )
 from ._routes.openapi_responses import document_auth_responses
+from ._routes.swagger import TOKEN_PATH, add_swagger_token_route, authorization_url, oauth2_scheme
 from ._routes.webhooks import add_webhook_route
 from ._sync.database import create_tables as create_package_tables
 from ._sync.database import make_engine
@@ -151,9 +157,23 @@ class AuthKit:
             clock=clock,
             not_found_ttl=settings.user_not_found_ttl,
             read_pool_size=settings.read_pool_size,
+            # Without the sessions table there is nothing to check: keep the plain user read.
+            reject_revoked_sessions=settings.reject_revoked_sessions
+            and "session" in settings.mirror,
         )
-        self._auth = BearerAuth(verifier=lambda: self.token_verifier, users=self.users)
+        self.organizations = OrganizationStore(
+            engine=lambda: self.engine,
+            pipeline=self.pipeline,
+            workos_api=self._workos_api_if_configured,
+            clock=clock,
+            not_found_ttl=settings.user_not_found_ttl,
+        )
+        self._auth = BearerAuth(
+            verifier=lambda: self.token_verifier, users=self.users, organizations=self.organizations
+        )
         self._requirements: dict[tuple[type, Any], Any] = {}
+        # Set by `swagger_ui_oauth`: the OAuth2 scheme every dependency then declares.
+        self._security_model: OAuth2 | None = None
         # Stable objects, so `app.dependency_overrides[authkit.current_user]` works.
         self.current_user = CurrentUserDependency(self._auth)
         """Dependency: the caller's synced `WorkOSUser` (401 without a valid token)."""
@@ -161,6 +181,12 @@ class AuthKit:
         """Dependency: like `current_user`, but ``None`` when no token is sent."""
         self.claims = ClaimsDependency(self._auth)
         """Dependency: the verified `AccessTokenClaims`, without a database read."""
+        self.current_organization = CurrentOrganizationDependency(self._auth)
+        """Dependency: the `WorkOSOrganization` the caller's token is scoped to (``org_id``);
+        403 without one, or when it was deleted or cannot be fetched."""
+        self.current_membership = CurrentMembershipDependency(self._auth)
+        """Dependency: the caller's active `WorkOSOrganizationMembership` in the token's
+        organization; 403 when there is none, or it is not active."""
 
     @property
     def events_poll_interval(self) -> float | None:
@@ -257,7 +283,10 @@ class AuthKit:
         # The same arguments give the same object, so it can be a key of dependency_overrides.
         key = (kind, argument)
         if key not in self._requirements:
-            self._requirements[key] = kind(self._auth, argument)
+            requirement = kind(self._auth, argument)
+            if self._security_model is not None:
+                requirement.model = self._security_model
+            self._requirements[key] = requirement
         found: R = self._requirements[key]
         return found
 
@@ -276,6 +305,10 @@ class AuthKit:
     def workos_api(self, client: WorkOSClient) -> None:
         # Tests inject a client with their own retry policy and sleep; shutdown closes it.
         self._workos_api = client
+
+    def _api_key_if_set(self) -> str | None:
+        key = self.settings.api_key
+        return None if key is None else key.get_secret_value()
 
     def _workos_api_if_configured(self) -> WorkOSClient | None:
         # The just-in-time fetch treats a missing API key as "not synced yet", not as an error.
@@ -459,7 +492,9 @@ class AuthKit:
         """Register ``handler`` for ``action_type`` without the decorator syntax."""
         self.action(action_type)(handler)
 
-    def router(self, *, webhooks: bool = True, actions: bool | None = None) -> APIRouter:
+    def router(
+        self, *, webhooks: bool = True, actions: bool | None = None, swagger: bool = False
+    ) -> APIRouter:
         """Build the router to mount with ``app.include_router(authkit.router())``.
 
         Register Action handlers before calling this: whether the Actions route is mounted is
@@ -472,6 +507,11 @@ class AuthKit:
             actions: Mount ``POST {prefix}/action``. ``None`` (default) mounts it when at least
                 one Action handler is registered. It needs the action secret, so this raises
                 `ConfigurationError` at start-up when it is missing.
+            swagger: Mount ``POST {prefix}/swagger/token``, the token URL of Swagger UI's
+                Authorize button (see `swagger_ui_oauth`). It exchanges a sign-in code at
+                WorkOS, so it needs the client id, and this raises `ConfigurationError` at
+                start-up when it is missing; the API key is added as ``client_secret`` when
+                one is set.
         """
         router = APIRouter(prefix=self.settings.prefix, tags=["WorkOS"])
         settings = self.settings
@@ -500,7 +540,55 @@ class AuthKit:
                 timeout=settings.action_timeout,
                 unhandled=settings.unhandled_action,
             )
+        if swagger:
+            settings.require_client_id("Swagger UI sign-in (router(swagger=True))")
+            add_swagger_token_route(
+                router,
+                client_id=lambda: self.settings.require_client_id("Swagger UI sign-in"),
+                api_key=self._api_key_if_set,
+                api_base_url=lambda: self.settings.api_base_url,
+                transport=lambda: self.http_transport,
+            )
         return router
+
+    def swagger_ui_oauth(
+        self, *, scopes: Sequence[str] = (), token_url: str | None = None
+    ) -> dict[str, Any]:
+        """Turn on Swagger UI sign-in: ``FastAPI(swagger_ui_init_oauth=authkit.swagger_ui_oauth())``
+        (with ``app.include_router(authkit.router(swagger=True))``).
+
+        Returns the ``initOAuth`` options of Swagger UI (the client id, PKCE on), and makes the
+        OpenAPI security scheme of every dependency of this instance an OAuth2
+        authorization-code flow: its ``authorizationUrl`` is WorkOS's
+        ``{api_base_url}/user_management/authorize?provider=authkit`` and its ``tokenUrl`` the
+        exchange route that ``router(swagger=True)`` mounts. The Authorize button of ``/docs``
+        then signs in through AuthKit; requests still carry ``Authorization: Bearer <token>``,
+        so API clients sending their own token are unaffected.
+
+        Register ``https://<your app>/docs/oauth2-redirect`` (FastAPI's
+        ``swagger_ui_oauth2_redirect_url``) as a redirect URI in the WorkOS dashboard.
+
+        Args:
+            scopes: OAuth2 scopes to ask for; AuthKit needs none.
+            token_url: The exchange route's URL as the browser reaches it; defaults to
+                ``{prefix}/swagger/token`` (give the full path when the app is mounted under a
+                ``root_path``).
+
+        Raises `ConfigurationError` when the client id is not set.
+        """
+        client_id = self.settings.require_client_id("Swagger UI sign-in (swagger_ui_oauth)")
+        self._security_model = oauth2_scheme(
+            authorization_url=authorization_url(self.settings.api_base_url),
+            token_url=token_url or f"{self.settings.prefix}{TOKEN_PATH}",
+            scopes=scopes,
+        )
+        for dependency in [*vars(self).values(), *self._requirements.values()]:
+            if isinstance(dependency, AccessTokenBearer):
+                dependency.model = self._security_model
+        init: dict[str, Any] = {"clientId": client_id, "usePkceWithAuthorizationCodeGrant": True}
+        if scopes:
+            init["scopes"] = " ".join(scopes)
+        return init
 
     def document_responses(self, app: FastAPI) -> bool:
         """Add the 401, 403 and 503 answers to the OpenAPI schema of ``app``'s routes that use
@@ -567,6 +655,7 @@ class AuthKit:
         self._token_verifier = None
         self._workos_api = None
         await self.users.rebind(owns_engine=self._owns_engine)
+        self.organizations.forget()
         built_engine = engine is None and "database_url" in options
         try:
             yield self

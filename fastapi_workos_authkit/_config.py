@@ -267,7 +267,8 @@ class AuthKitSettings(BaseSettings):
     max_sync_action_handlers: int = Field(
         20,
         description="Sync Action handlers allowed to run at once (including ones past "
-        "`action_timeout`); beyond it the endpoint answers 503 at once.",
+        "`action_timeout`); beyond it a request waits for a slot within its own "
+        "`action_timeout`, and answers 503 at once when overrun handlers hold every slot.",
     )
     token_leeway: float = Field(
         10.0,
@@ -285,6 +286,11 @@ class AuthKitSettings(BaseSettings):
     token_cache_size: int = Field(
         10_000,
         description="Verified access tokens remembered until they expire (0 turns the cache off).",
+    )
+    reject_revoked_sessions: bool = Field(
+        True,
+        description="`current_user` and every dependency built on it refuse (401) a token whose "
+        "`sid` names a session mirrored as revoked: a sign-out takes effect at once.",
     )
     user_not_found_ttl: float = Field(
         5.0,

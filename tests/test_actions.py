@@ -976,3 +976,50 @@ async def test_an_object_with_an_async_call_is_awaited(make_kit: MakeKit) -> Non
     async with running(authkit) as client:
         reply = await post_action(client, authentication_action(factories.user("user_01GATE")))
     assert reply.json()["payload"]["error_message"] == "closed for user_01GATE"
+
+
+async def test_a_burst_past_the_sync_slots_waits_for_a_slot_instead_of_503(
+    make_kit: MakeKit,
+) -> None:
+    # One slot, held by a handler still inside its time: the next Action waits for it (within
+    # its own action_timeout) and runs, rather than being refused as if the pool were stuck.
+    authkit = make_kit(action_timeout=10.0, max_sync_action_handlers=1)
+    first_running = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        calls.append(action.id)
+        if action.id == "a_first":
+            first_running.set()
+            release.wait(10)
+        return response.allow()
+
+    slots = authkit.sync_action_slots
+    replies: dict[str, int] = {}
+    try:
+        async with running(authkit) as client:
+
+            async def send(action_id: str) -> None:
+                reply = await post_action(client, user_registration_action(action_id=action_id))
+                replies[action_id] = reply.status_code
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(send, "a_first")
+                await anyio.to_thread.run_sync(first_running.wait, 10)
+                assert slots.taken == 1
+                group.start_soon(send, "a_second")
+                for _ in range(1000):  # until the second request is queued for the slot
+                    if slots.waiting:
+                        break
+                    await anyio.sleep(0.01)
+                assert calls == ["a_first"]
+                release.set()
+    finally:
+        release.set()
+    assert replies == {"a_first": 200, "a_second": 200}
+    assert calls == ["a_first", "a_second"]
+    assert slots.taken == 0

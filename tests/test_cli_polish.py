@@ -107,8 +107,11 @@ def test_every_subcommand_has_a_description() -> None:
     for name, sub in commands.items():
         assert sub.description, name
         assert len(sub.description) > 40, name
-        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
-            # A command group (dev, webhooks): its verbs take their own options.
+        verbs = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if verbs:
+            # A group (`dev`, `webhooks`): each of its verbs says what it does.
+            for verb_name, verb in verbs[0].choices.items():
+                assert verb.description, f"{name} {verb_name}"
             continue
         text = sub.format_help()
         assert "--app" in text, name

@@ -93,11 +93,17 @@ async def test_organizations_story_stores_a_membership_before_its_organization(
         ("GET /org/members (active admin)", 200),
         ("webhook organization_membership.updated", 200),
         ("GET /org/members with the same token", 403),
+        ("webhook session.created (Ada's laptop)", 200),
+        ("GET /me with that session's token", 200),
+        ("webhook session.revoked (Ada signs out)", 200),
+        ("GET /me with the same token", 401),
     ]
     details = [detail for _, _, detail in story.steps]
     assert details[1] == "applied"  # the membership was stored before its organization
     assert details[4] == "user_01ADALOVELACE (ada@acme.test), user_01GRACEHOPPER (not synced yet)"
     assert details[6] == "Only an organization admin may do this"
+    assert details[8] == "user_01ADALOVELACE"
+    assert details[10] == "The session was revoked"
     # What the demo printed about the tables is what they held at that moment.
     assert (
         "    workos_organizations: (none); workos_organization_memberships: "

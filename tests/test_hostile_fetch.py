@@ -565,8 +565,8 @@ async def test_the_memory_of_404s_is_bounded(
 
     bound = dependencies.NOT_FOUND_CACHE_SIZE
     for index in range(bound + 5):
-        authkit.users._remember_not_found(f"user_{index}")
-    assert len(authkit.users._not_found) == bound
+        authkit.users._jit.remember_not_found(f"user_{index}")
+    assert len(authkit.users._jit._not_found) == bound
     # The oldest went first: the first ids are asked again, the newest are still remembered.
     assert (await client.get("/me", headers=bearer(tokens.mint("user_0")))).status_code == 401
     assert workos.users.call_count == 1

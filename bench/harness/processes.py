@@ -202,6 +202,9 @@ class AppServer:
         """The pids of the worker processes (uvicorn spawns them with multiprocessing)."""
         if self._process is None:
             return []
+        if self.workers == 1:
+            # uvicorn runs a single worker in its own process, without a supervisor.
+            return [self._process.pid]
         return [p for p in _children(self._process.pid) if b"spawn_main" in _cmdline(p)]
 
     def kill_worker(self) -> int:

@@ -1,5 +1,5 @@
 """The example app's HTTP API: ``/me``, todo lists (shared within an organization) and
-``/org/members``, guarded by ``current_user`` and the caller's mirrored membership.
+``/org/members``, guarded by ``current_user`` and ``current_membership``.
 
 Run it from the repository root (SQLite file ``./workos_authkit.db`` by default; set
 ``AUTHKIT_DATABASE_URL=postgresql://...`` for PostgreSQL)::
@@ -15,13 +15,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, Field
 from sqlmodel import Session, SQLModel, col, or_, select
 
 from fastapi_workos_authkit import (
-    AccessTokenClaims,
     AuthKit,
     WorkOSOrganizationMembership,
     WorkOSUser,
@@ -29,7 +28,7 @@ from fastapi_workos_authkit import (
 
 from .auth import create_authkit, find_user
 from .models import APP_TABLES, AppUser, TodoList
-from .organizations import Member, active_membership, organization_members, require_admin
+from .organizations import Member, organization_members, require_admin
 
 
 class NewTodoList(BaseModel):
@@ -59,33 +58,37 @@ def api_router(authkit: AuthKit) -> APIRouter:
         return found
 
     Me = Annotated[AppUser, Depends(app_user)]
-    Claims = Annotated[AccessTokenClaims, Depends(authkit.claims)]
 
     # --8<-- [start:membership-dependency]
-    # Until the package's `authkit.current_membership` exists, the caller's membership is read
-    # from the mirror here; swap this for Depends(authkit.current_membership) then.
-    def caller_membership(
-        session: SessionDep, claims: Claims, user: CurrentUser
-    ) -> WorkOSOrganizationMembership:
-        return active_membership(session, claims)
-
-    Membership = Annotated[WorkOSOrganizationMembership, Depends(caller_membership)]
+    # The caller's active membership of the organization their token names: 403 otherwise
+    # (no org_id, not a member, inactive or pending), fetched just in time if not synced yet.
+    Membership = Annotated[WorkOSOrganizationMembership, Depends(authkit.current_membership)]
 
     def admin_membership(membership: Membership) -> WorkOSOrganizationMembership:
         return require_admin(membership)
 
     AdminMembership = Annotated[WorkOSOrganizationMembership, Depends(admin_membership)]
+
+    async def optional_membership(request: Request) -> WorkOSOrganizationMembership | HTTPException:
+        """The membership, or the 403 `current_membership` answered, for routes where an
+        organization is optional (the caller's own lists are readable all the same)."""
+        try:
+            return await authkit.current_membership(request)
+        except HTTPException as refusal:
+            if refusal.status_code != status.HTTP_403_FORBIDDEN:
+                raise  # 401 and 503 stay errors
+            return refusal
+
+    MaybeMembership = Annotated[
+        WorkOSOrganizationMembership | HTTPException, Depends(optional_membership)
+    ]
     # --8<-- [end:membership-dependency]
 
-    def readable_by(session: Session, owner: AppUser, claims: AccessTokenClaims) -> Any:
+    def readable_by(owner: AppUser, membership: WorkOSOrganizationMembership | Any) -> Any:
         """The caller's own lists, and those shared with their organization while they are an
         active member of it."""
         mine = col(TodoList.owner_id) == owner.id
-        if claims.org_id is None:
-            return mine
-        try:
-            membership = active_membership(session, claims)
-        except HTTPException:
+        if not isinstance(membership, WorkOSOrganizationMembership):
             return mine
         return or_(mine, col(TodoList.organization_id) == membership.organization_id)
 
@@ -97,8 +100,10 @@ def api_router(authkit: AuthKit) -> APIRouter:
     # --8<-- [end:me]
 
     @router.get("/todo-lists", response_model=list[TodoList], summary="The caller's todo lists")
-    def list_todo_lists(session: SessionDep, owner: Me, claims: Claims) -> list[TodoList]:
-        statement = select(TodoList).where(readable_by(session, owner, claims))
+    def list_todo_lists(
+        session: SessionDep, owner: Me, membership: MaybeMembership
+    ) -> list[TodoList]:
+        statement = select(TodoList).where(readable_by(owner, membership))
         return list(session.exec(statement.order_by(col(TodoList.id))).all())
 
     @router.post(
@@ -108,13 +113,15 @@ def api_router(authkit: AuthKit) -> APIRouter:
         summary="Create a todo list",
     )
     def create_todo_list(
-        body: NewTodoList, session: SessionDep, owner: Me, claims: Claims
+        body: NewTodoList, session: SessionDep, owner: Me, membership: MaybeMembership
     ) -> TodoList:
         assert owner.id is not None
-        # Only an active member may share with the organization (403 otherwise).
-        organization_id = (
-            active_membership(session, claims).organization_id if body.shared else None
-        )
+        organization_id = None
+        if body.shared:
+            # Only an active member may share with the organization: 403 saying why otherwise.
+            if isinstance(membership, HTTPException):
+                raise membership
+            organization_id = membership.organization_id
         todo_list = TodoList(name=body.name, owner_id=owner.id, organization_id=organization_id)
         session.add(todo_list)
         session.commit()
@@ -122,9 +129,11 @@ def api_router(authkit: AuthKit) -> APIRouter:
         return todo_list
 
     @router.get("/todo-lists/{list_id}", response_model=TodoList, summary="One todo list")
-    def read_todo_list(list_id: int, session: SessionDep, owner: Me, claims: Claims) -> TodoList:
+    def read_todo_list(
+        list_id: int, session: SessionDep, owner: Me, membership: MaybeMembership
+    ) -> TodoList:
         statement = select(TodoList).where(TodoList.id == list_id)
-        todo_list = session.exec(statement.where(readable_by(session, owner, claims))).first()
+        todo_list = session.exec(statement.where(readable_by(owner, membership))).first()
         if todo_list is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "No such todo list")
         return todo_list
@@ -134,6 +143,7 @@ def api_router(authkit: AuthKit) -> APIRouter:
         "/org/members",
         response_model=list[Member],
         summary="The members of the caller's organization (active admins only)",
+        responses=authkit.current_membership.responses,
     )
     def list_members(session: SessionDep, admin: AdminMembership) -> list[Member]:
         return organization_members(session, admin.organization_id)

@@ -1,7 +1,7 @@
 """Organizations in the example app: who is an active member, who is an admin, who belongs.
 
 Everything here reads the mirrored ``workos_organization_memberships`` and ``workos_users``
-tables; the token only says which organization the caller signed in to (``org_id``).
+tables; the caller's own membership comes from ``authkit.current_membership`` (see ``main``).
 """
 
 from __future__ import annotations
@@ -10,34 +10,10 @@ from fastapi import HTTPException, status
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from fastapi_workos_authkit import AccessTokenClaims, WorkOSOrganizationMembership, WorkOSUser
+from fastapi_workos_authkit import WorkOSOrganizationMembership, WorkOSUser
 
 
-# --8<-- [start:membership]
-def active_membership(session: Session, claims: AccessTokenClaims) -> WorkOSOrganizationMembership:
-    """The caller's active membership of the organization their token is scoped to, or 403.
-
-    This is what ``authkit.current_membership`` does (minus its just-in-time fetch); once the
-    package ships it, the route depends on it instead and this function goes away.
-    """
-    if claims.org_id is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "The access token names no organization: sign in to an organization first",
-        )
-    membership = session.exec(
-        select(WorkOSOrganizationMembership)
-        .where(WorkOSOrganizationMembership.user_id == claims.sub)
-        .where(WorkOSOrganizationMembership.organization_id == claims.org_id)
-        .order_by(col(WorkOSOrganizationMembership.updated_at).desc())
-    ).first()
-    if membership is None or membership.status != "active":
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, "You are not an active member of this organization"
-        )
-    return membership
-
-
+# --8<-- [start:require-admin]
 def require_admin(membership: WorkOSOrganizationMembership) -> WorkOSOrganizationMembership:
     """403 unless the membership's primary role, as mirrored now, is ``admin``."""
     if membership.role != "admin":
@@ -45,7 +21,7 @@ def require_admin(membership: WorkOSOrganizationMembership) -> WorkOSOrganizatio
     return membership
 
 
-# --8<-- [end:membership]
+# --8<-- [end:require-admin]
 
 
 class Member(BaseModel):

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: who is calling, as verified claims or as the synced `WorkOSUser` row.
+"""FastAPI dependencies: who is calling, as verified claims or as the synced `WorkOSUser` row,
+and in which organization (`WorkOSOrganization`, `WorkOSOrganizationMembership`).
 
 Every dependency is a stable object on the `AuthKit` instance (``authkit.current_user``...), so
 ``app.dependency_overrides[authkit.current_user]`` works. Each one *is* the same HTTP Bearer
@@ -14,18 +15,20 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio.to_thread
 from fastapi import HTTPException, WebSocketException, status
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security.base import SecurityBase
-from sqlalchemy import Connection, Engine, bindparam, inspect, select
+from sqlalchemy import Connection, Engine, String, bindparam, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session
 
 from .._config import DEFAULT_READ_POOL_SIZE, Clock
 from .._exceptions import DatabaseUnavailableError, HandlerError
@@ -33,7 +36,14 @@ from .._exceptions import UserNotFoundError as UserNotFoundError
 from .._recovery.workos_api import MAX_ID_LENGTH, WorkOSAPIError, WorkOSClient, is_plausible_id
 from .._sync.database import unavailable_as_error
 from .._sync.events import MAX_USER_ID_LENGTH
-from .._sync.tables import WorkOSUser, WorkOSUserTombstone
+from .._sync.mirror import MEMBERSHIP, ORGANIZATION, MirrorKind, get_membership, is_tombstoned
+from .._sync.tables import (
+    WorkOSOrganization,
+    WorkOSOrganizationMembership,
+    WorkOSSession,
+    WorkOSUser,
+    WorkOSUserTombstone,
+)
 from .tokens import AccessTokenClaims, InvalidTokenError, KeysUnavailableError, TokenVerifier
 
 if TYPE_CHECKING:
@@ -51,8 +61,10 @@ NOT_FOUND_CACHE_SIZE = 10_000
 past it the oldest are forgotten first."""
 
 _SCOPE_KEY = "fastapi_workos_authkit.claims"
+_USER_KEY = "fastapi_workos_authkit.user"
 _WS_POLICY_VIOLATION = 1008  # RFC 6455: the close code for "not allowed"
 _WS_TRY_AGAIN_LATER = 1013
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 SCHEME_NAME = "WorkOSAccessToken"
@@ -151,6 +163,39 @@ def _unavailable(connection: HTTPConnection, description: str) -> Exception:
     )
 
 
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+
+
+_401 = _error(
+    "No valid access token: missing, expired or badly signed, its user unknown or deleted, or "
+    'its session revoked (`WWW-Authenticate: Bearer error="invalid_token"`).'
+)
+_403 = _error(
+    "The token is valid but does not grant this (`WWW-Authenticate: Bearer "
+    'error="insufficient_scope"`); `detail` says why.'
+)
+_503 = _error(
+    "The database, WorkOS's keys or WorkOS's API could not be reached; retry after "
+    "`Retry-After` seconds."
+)
+RESPONSES_401_503: dict[int | str, dict[str, Any]] = {401: _401, 503: _503}
+"""OpenAPI ``responses`` of ``current_user`` (pass ``responses=`` to a route)."""
+RESPONSES_401_403_503: dict[int | str, dict[str, Any]] = {401: _401, 403: _403, 503: _503}
+"""OpenAPI ``responses`` of the dependencies that can answer 403 too."""
+
+
 async def verified_claims(
     auth: BearerAuth, connection: HTTPConnection, *, required: bool
 ) -> AccessTokenClaims | None:
@@ -184,16 +229,31 @@ async def verified_claims(
     return claims
 
 
-def _compile_plan(engine: Engine) -> _ReadPlan:
+def _compile_plan(engine: Engine, *, with_session: bool) -> _ReadPlan:
     dialect = engine.dialect
     table = WorkOSUser.__table__  # type: ignore[attr-defined]
-    compiled = select(table).where(table.c.id == bindparam("user_id")).compile(dialect=dialect)
+    query = select(table).where(table.c.id == bindparam("user_id"))
+    if with_session:
+        # The token's session rides along with the user: one statement, one round trip. A
+        # scalar subquery (not a join) keeps the user row whatever the sessions table holds,
+        # and is NULL for a sid never mirrored or a token without one.
+        sessions = WorkOSSession.__table__  # type: ignore[attr-defined]
+        status_of_sid = (
+            select(sessions.c.status)
+            .where(sessions.c.id == bindparam("session_id", type_=String()))
+            .scalar_subquery()
+        )
+        query = query.add_columns(status_of_sid.label("session_status"))
+    compiled = query.compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ()) if compiled.positional else ()
     attributes = {
         column.key: prop.key for prop in inspect(WorkOSUser).column_attrs for column in prop.columns
     }
     return _ReadPlan(
         sql=str(compiled),
         positional=bool(compiled.positional),
+        session_first=order[:1] == ("session_id",),
+        with_session=with_session,
         columns=tuple(
             (
                 attributes[column.key],
@@ -202,6 +262,17 @@ def _compile_plan(engine: Engine) -> _ReadPlan:
             for column in table.columns
         ),
     )
+
+
+class SessionRevokedError(UserNotFoundError):
+    """The token's ``sid`` names a session mirrored as revoked (answer 401)."""
+
+    def __init__(self) -> None:
+        super().__init__("The session was revoked")
+
+
+class AccessDeniedError(Exception):
+    """The caller is authenticated, but not allowed here (answer 403); the message says why."""
 
 
 ReadMode = Literal["auto", "async", "thread"]
@@ -220,6 +291,8 @@ class _ReadPlan:
 
     sql: str
     positional: bool
+    session_first: bool  # positional SQL whose first parameter is the session id
+    with_session: bool  # the row ends with the status of the token's session
     # in select order: (attribute name, SQLAlchemy's own result processor for that column)
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
@@ -287,9 +360,8 @@ class UserStore:
         mode: ReadMode = "auto",
         not_found_ttl: float = 5.0,
         read_pool_size: int = DEFAULT_READ_POOL_SIZE,
+        reject_revoked_sessions: bool = True,
     ) -> None:
-        if not not_found_ttl >= 0:  # also refuses NaN
-            raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
         if read_pool_size < 1:
             raise ValueError("read_pool_size must be at least 1")
         self._engine = engine
@@ -298,16 +370,14 @@ class UserStore:
         self._workos_api = workos_api
         self._clock = clock
         self.mode: ReadMode = mode
-        self.not_found_ttl = float(not_found_ttl)
         self._read_pool_size = read_pool_size
-        # user id -> when its 404 stops being trusted; insertion order is expiry order, since
-        # every entry lives the same TTL, so the first entry is always the next to expire.
-        self._not_found: OrderedDict[str, float] = OrderedDict()
-        self._flights: dict[str, _Flight] = {}
-        self._plan: tuple[Engine, _ReadPlan] | None = None
+        self.reject_revoked_sessions = reject_revoked_sessions
+        """Whether `load` reads the token's session with the user and refuses a revoked one."""
+        self._jit: JustInTime[str] = JustInTime(clock, not_found_ttl)
+        self._plan: tuple[Engine, bool, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._read_pool: ReadPool | None = None
-        self._read_thread: ReadThread[WorkOSUser | None] | None = None
+        self._read_thread: ReadThread[tuple[WorkOSUser | None, str | None]] | None = None
         self._held: Connection | None = None  # the SQLite reader thread's own connection
         self._open_lock = anyio.Lock()
         # The event loop of the lifespan that is running (None outside one): the read pool is
@@ -343,23 +413,42 @@ class UserStore:
 
         return await anyio.to_thread.run_sync(ask)
 
+    @property
+    def not_found_ttl(self) -> float:
+        """Seconds a 404 from WorkOS for a user id is remembered (0 remembers nothing)."""
+        return self._jit.not_found_ttl
+
     def _plan_for(self, engine: Engine) -> _ReadPlan:
+        with_session = self.reject_revoked_sessions
         cached = self._plan
-        if cached is not None and cached[0] is engine:
-            return cached[1]
+        if cached is not None and cached[0] is engine and cached[1] is with_session:
+            return cached[2]
         with self._plan_lock:
-            if self._plan is None or self._plan[0] is not engine:
-                self._plan = (engine, _compile_plan(engine))
-            return self._plan[1]
+            plan = self._plan
+            if plan is None or plan[0] is not engine or plan[1] is not with_session:
+                plan = (engine, with_session, _compile_plan(engine, with_session=with_session))
+                self._plan = plan
+            return plan[2]
 
     def read(self, user_id: str) -> WorkOSUser | None:
         """The row for ``user_id``, or ``None``, read on the engine's pool.
 
         Synchronous (blocking: call it from a worker thread); raises `DatabaseUnavailableError`.
         """
+        return self.read_with_session((user_id, None))[0]
+
+    def read_with_session(
+        self, key: tuple[str, str | None]
+    ) -> tuple[WorkOSUser | None, str | None]:
+        """For ``(user_id, session_id)``: the user's row (or ``None``) and, in the same statement,
+        the mirrored status of that session (``None`` when it is not mirrored, when
+        ``session_id`` is ``None``, or when `reject_revoked_sessions` is off).
+
+        Synchronous (blocking: call it from a worker thread); raises `DatabaseUnavailableError`.
+        """
         engine: Engine = self._engine()
         plan = self._plan_for(engine)
-        params: Any = (user_id,) if plan.positional else {"user_id": user_id}
+        params = _params(plan, *key)
         with unavailable_as_error():
             try:
                 row = _fetch_on_engine(engine, plan.sql, params)
@@ -371,8 +460,10 @@ class UserStore:
                 row = _fetch_on_engine(engine, plan.sql, params)
         return self._build(plan, row)
 
-    async def _read_in_mode(self, user_id: str) -> WorkOSUser | None:
-        """The row for ``user_id``, or ``None``, without blocking the event loop.
+    async def _read_in_mode(
+        self, user_id: str, session_id: str | None = None
+    ) -> tuple[WorkOSUser | None, str | None]:
+        """`read_with_session`, without blocking the event loop.
 
         Inside the lifespan: on the read pool (``"async"``), or on SQLite in the reader thread;
         otherwise, or outside the lifespan, in one of anyio's worker threads. Raises
@@ -383,11 +474,11 @@ class UserStore:
                 pool = self._read_pool or await self._open_read_pool()
                 if pool is not None:
                     plan = self._plan_for(self._engine())
-                    row = await pool.fetch_one(plan.sql, {"user_id": user_id})
+                    row = await pool.fetch_one(plan.sql, _params(plan, user_id, session_id))
                     return self._build(plan, row)
             elif self._read_thread is not None:
-                return await self._read_thread.run(user_id)
-        return await anyio.to_thread.run_sync(self.read, user_id)
+                return await self._read_thread.run((user_id, session_id))
+        return await anyio.to_thread.run_sync(self.read_with_session, (user_id, session_id))
 
     async def _open_read_pool(self) -> ReadPool | None:
         async with self._open_lock:
@@ -399,13 +490,16 @@ class UserStore:
                 self._read_pool = pool
         return self._read_pool
 
-    def _build(self, plan: _ReadPlan, row: Sequence[Any] | None) -> WorkOSUser | None:
+    def _build(
+        self, plan: _ReadPlan, row: Sequence[Any] | None
+    ) -> tuple[WorkOSUser | None, str | None]:
         if row is None:
-            return None
+            return None, None
         values = {}
         # select(table) lists the columns in table order, which is the plan's order; reading
         # the names from cursor.description instead costs more than the rest of this loop.
-        for (attribute, process), value in zip(plan.columns, row, strict=True):
+        # zip stops at the user's last column: the session status, if any, comes after it.
+        for (attribute, process), value in zip(plan.columns, row):  # noqa: B905
             values[attribute] = process(value) if process and value is not None else value
         # What the ORM's loader does with a loaded row: a new instance from the mapper's class
         # manager, without __init__ (no validation of values the database already holds), its
@@ -415,7 +509,7 @@ class UserStore:
         user: WorkOSUser = self._new_instance()
         inspect(user).dict.update(values)
         make_transient_to_detached(user)
-        return user
+        return user, (row[-1] if plan.with_session else None)
 
     async def open(self) -> None:
         """Start serving reads on this event loop (the lifespan calls it).
@@ -432,13 +526,13 @@ class UserStore:
                 )
             else:
                 # An app's engine: each read checks a connection out and back, as usual.
-                self._read_thread = ReadThread(self.read, name="authkit-sqlite-read")
+                self._read_thread = ReadThread(self.read_with_session, name="authkit-sqlite-read")
 
-    def _read_held(self, user_id: str) -> WorkOSUser | None:
-        """`read` on one connection the reader thread keeps checked out of AuthKit's own
-        SQLite engine (only that thread uses it; it goes back to the pool when the thread
-        stops). Skipping the checkout and the result wrapping per read makes the hop to the
-        thread cost no more than the read did on the event loop."""
+    def _read_held(self, key: tuple[str, str | None]) -> tuple[WorkOSUser | None, str | None]:
+        """`read_with_session` on one connection the reader thread keeps checked out of
+        AuthKit's own SQLite engine (only that thread uses it; it goes back to the pool when
+        the thread stops). Skipping the checkout and the result wrapping per read makes the
+        hop to the thread cost no more than the read did on the event loop."""
         engine = self._engine()
         plan = self._plan_for(engine)
         if self._held is None:
@@ -448,7 +542,7 @@ class UserStore:
         try:
             cursor = driver_connection.cursor()
             try:
-                cursor.execute(plan.sql, (user_id,))
+                cursor.execute(plan.sql, _params(plan, *key))
                 row = cursor.fetchone()
             finally:
                 cursor.close()
@@ -478,7 +572,7 @@ class UserStore:
         await self.aclose()
         self._held = None  # closed by the reader thread's stop, when there was one
         self._owns_engine = owns_engine
-        self._not_found.clear()
+        self._jit.forget()
         if was_open:
             await self.open()  # the SQLite reader thread again, now on the new engine
 
@@ -497,6 +591,18 @@ class UserStore:
         """Forget the compiled read (the read pool, if any, is closed by `aclose`)."""
         self._plan = None
 
+    async def session_revoked(self, session_id: str) -> bool:
+        """Whether session ``session_id`` is mirrored as revoked (for the dependencies that do
+        not read the user; `load` reads the session with the user instead)."""
+
+        def ask() -> bool:
+            table = WorkOSSession.__table__  # type: ignore[attr-defined]
+            query = select(table.c.status).where(table.c.id == session_id)
+            with unavailable_as_error(), self._engine().connect() as connection:
+                return connection.execute(query).scalar_one_or_none() == "revoked"
+
+        return await anyio.to_thread.run_sync(ask)
+
     def is_tombstoned(self, user_id: str) -> bool:
         """Whether ``user_id`` was deleted."""
         with unavailable_as_error(), self._engine().connect() as connection:
@@ -506,60 +612,57 @@ class UserStore:
             ).first()
         return found is not None
 
-    async def load(self, user_id: str) -> WorkOSUser:
+    async def load(self, user_id: str, session_id: str | None = None) -> WorkOSUser:
         """The synced row, fetched from WorkOS just in time when it is not there yet.
 
+        With `reject_revoked_sessions`, the status of session ``session_id`` (the token's
+        ``sid``) is read in the same statement as the user, and a session mirrored as revoked
+        is refused.
+
         Raises:
+            SessionRevokedError: the token's session was revoked.
             UserNotFoundError: deleted, unknown to WorkOS, or unsynced without an API key.
             DatabaseUnavailableError: the database is down.
             WorkOSAPIError: WorkOS could not be asked.
         """
-        user = await self._read_in_mode(user_id)
-        if user is not None:
-            return user
-        return await self._just_in_time(user_id)
+        user, session_status = await self._read_in_mode(user_id, session_id)
+        if user is None:
+            # The first request after sign-up can beat the user.created webhook.
+            user, session_status = await self._just_in_time(user_id, session_id)
+        # Only "revoked" refuses. A sign-out or an admin's revocation is an event WorkOS sends,
+        # and is what this check exists for. "expired" is not: a session that times out sends
+        # no event (the mirror keeps it "active"), so refusing "expired" would depend on
+        # whether a snapshot happened to say so; and an access token outliving its session's
+        # expiry by a few minutes is WorkOS's own design, bounded by the token's exp.
+        if session_status == "revoked":
+            raise SessionRevokedError()
+        return user
 
-    async def _just_in_time(self, user_id: str) -> WorkOSUser:
-        # The first request after sign-up can beat the user.created webhook.
+    async def _just_in_time(
+        self, user_id: str, session_id: str | None
+    ) -> tuple[WorkOSUser, str | None]:
         if len(user_id) > MAX_USER_ID_LENGTH:
             # A plausible id, but longer than the users table holds: no WorkOS answer could be
             # stored, so don't spend a call (and the rate limit) on it.
             raise UserNotFoundError("The user does not exist")
-        if self._known_not_found(user_id):
-            raise UserNotFoundError("The user does not exist")
-        while True:
-            flight = self._flights.get(user_id)
-            if flight is None:
-                break
-            # Another request is fetching this user: share its outcome rather than ask again.
-            flight.waiters += 1
-            try:
-                await flight.done.wait()
-            finally:
-                flight.waiters -= 1
-            if flight.error is not None:
-                raise flight.error
-            if flight.fetched:
-                user = await self._read_in_mode(user_id)
-                if user is None:  # a tombstone won the race since
-                    raise UserNotFoundError("The user was deleted")
-                return user
-            # The fetching request was cancelled (its client went away): try again, maybe
-            # leading the next flight.
-        flight = _Flight()
-        self._flights[user_id] = flight
-        try:
-            user = await self._fetch(user_id)
-            flight.fetched = True
-            return user
-        except Exception as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._flights[user_id]
-            flight.done.set()
 
-    async def _fetch(self, user_id: str) -> WorkOSUser:
+        async def reread() -> tuple[WorkOSUser, str | None]:
+            user, session_status = await self._read_in_mode(user_id, session_id)
+            if user is None:  # a tombstone won the race
+                raise UserNotFoundError("The user was deleted")
+            return user, session_status
+
+        async def fetch() -> None:
+            await self._fetch(user_id)
+
+        return await self._jit.run(
+            user_id,
+            fetch=fetch,
+            reread=reread,
+            not_found=lambda: UserNotFoundError("The user does not exist"),
+        )
+
+    async def _fetch(self, user_id: str) -> None:
         if await anyio.to_thread.run_sync(self.is_tombstoned, user_id):
             raise UserNotFoundError("The user was deleted")
         workos_api = self._workos_api()
@@ -568,40 +671,117 @@ class UserStore:
         # The REST client retries with backoff for a long while; a request cannot wait that long.
         with anyio.fail_after(JIT_TIMEOUT_SECONDS):
             snapshot = await workos_api.get_user(user_id)
-        if snapshot is None:
-            self._remember_not_found(user_id)
-            raise UserNotFoundError("The user does not exist")
-        if snapshot.id != user_id:
+        if snapshot is None or snapshot.id != user_id:
+            if snapshot is None:
+                self._jit.remember_not_found(user_id)
             raise UserNotFoundError("The user does not exist")
         pipeline = self._pipeline
         await anyio.to_thread.run_sync(lambda: pipeline.apply_user_snapshot(snapshot, source="jit"))
-        user = await self._read_in_mode(user_id)
-        if user is None:  # a tombstone won the race
-            raise UserNotFoundError("The user was deleted")
         logger.info("user %s fetched just in time", user_id)
-        return user
 
     def fetch_waiters(self, user_id: str) -> int:
         """How many requests wait on the just-in-time fetch of ``user_id`` in progress, besides
         the one making it (diagnostics, tests); 0 when none is in progress."""
-        flight = self._flights.get(user_id)
+        return self._jit.waiters(user_id)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class JustInTime(Generic[K]):
+    """What every just-in-time fetch shares: single flight, and a short memory of 404s.
+
+    `run` fetches an object missing from the mirror. Concurrent requests for one key share one
+    WorkOS call and its outcome, failures included. A 404 (the fetch calls `remember_not_found`)
+    is remembered for ``not_found_ttl`` seconds by ``clock`` (at most `NOT_FOUND_CACHE_SIZE`
+    keys), so tokens naming objects WorkOS does not know cannot spend the WorkOS rate limit.
+    Failures (5xx, timeouts, a body that is not the object) are not remembered: the next request
+    asks again.
+
+    Args:
+        clock: Returns Unix seconds.
+        not_found_ttl: Seconds a 404 is remembered (0 remembers nothing).
+    """
+
+    def __init__(self, clock: Clock, not_found_ttl: float) -> None:
+        if not not_found_ttl >= 0:  # also refuses NaN
+            raise ValueError("not_found_ttl must be 0 or a positive number of seconds")
+        self._clock = clock
+        self.not_found_ttl = float(not_found_ttl)
+        # key -> when its 404 stops being trusted; insertion order is expiry order, since every
+        # entry lives the same TTL, so the first entry is always the next to expire.
+        self._not_found: OrderedDict[K, float] = OrderedDict()
+        self._flights: dict[K, _Flight] = {}
+
+    def forget(self) -> None:
+        """Forget every remembered 404 (the database or WorkOS behind it changed)."""
+        self._not_found.clear()
+
+    async def run(
+        self,
+        key: K,
+        *,
+        fetch: Callable[[], Awaitable[None]],
+        reread: Callable[[], Awaitable[V]],
+        not_found: Callable[[], Exception],
+    ) -> V:
+        """``fetch()`` (applying the object through the pipeline) then ``reread()``, once per key
+        at a time: a request arriving meanwhile waits for that fetch and rereads. A key WorkOS
+        recently answered 404 for raises ``not_found()`` without a call."""
+        if self._known_not_found(key):
+            raise not_found()
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            # Another request is fetching this object: share its outcome rather than ask again.
+            flight.waiters += 1
+            try:
+                await flight.done.wait()
+            finally:
+                flight.waiters -= 1
+            if flight.error is not None:
+                raise flight.error
+            if flight.fetched:
+                return await reread()
+            # The fetching request was cancelled (its client went away): try again, maybe
+            # leading the next flight.
+        flight = _Flight()
+        self._flights[key] = flight
+        try:
+            await fetch()
+            result = await reread()
+            flight.fetched = True
+            return result
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    def waiters(self, key: K) -> int:
+        """How many requests wait on the fetch of ``key`` in progress, besides its leader."""
+        flight = self._flights.get(key)
         return 0 if flight is None else flight.waiters
 
-    def _known_not_found(self, user_id: str) -> bool:
-        expires = self._not_found.get(user_id)
+    def _known_not_found(self, key: K) -> bool:
+        expires = self._not_found.get(key)
         if expires is None:
             return False
         if self._clock() < expires:
             return True
-        del self._not_found[user_id]
+        del self._not_found[key]
         return False
 
-    def _remember_not_found(self, user_id: str) -> None:
+    def remember_not_found(self, key: K) -> None:
+        """Remember that WorkOS answered 404 for ``key``, for ``not_found_ttl`` seconds."""
         if self.not_found_ttl <= 0:
             return
         now = self._clock()
-        self._not_found.pop(user_id, None)
-        self._not_found[user_id] = now + self.not_found_ttl
+        self._not_found.pop(key, None)
+        self._not_found[key] = now + self.not_found_ttl
         # Drop what has expired, then the oldest past the bound: a flood of unknown ids (each
         # needs a validly signed token) cannot grow this without limit.
         while self._not_found:
@@ -621,6 +801,16 @@ class _Flight:
         self.error: Exception | None = None
 
 
+def _params(plan: _ReadPlan, user_id: str, session_id: str | None) -> Any:
+    if not plan.positional:
+        if plan.with_session:
+            return {"user_id": user_id, "session_id": session_id}
+        return {"user_id": user_id}
+    if not plan.with_session:
+        return (user_id,)
+    return (session_id, user_id) if plan.session_first else (user_id, session_id)
+
+
 @dataclass(frozen=True, eq=False)
 class BearerAuth:
     """What the dependencies of one `AuthKit` share: its token verifier and its user store.
@@ -633,6 +823,8 @@ class BearerAuth:
     verifier: Callable[[], TokenVerifier]
     """Returns the token verifier (built on first use: it needs the client id)."""
     users: UserStore
+    organizations: OrganizationStore | None = None
+    """Reads and fetches organizations and memberships (``current_organization``...)."""
 
 
 class _Dependency(AccessTokenBearer):
@@ -656,12 +848,18 @@ class ClaimsDependency(_Dependency):
 
 
 class CurrentUserDependency(_Dependency):
-    """``authkit.current_user``: the synced `WorkOSUser` of the caller, or 401."""
+    """``authkit.current_user``: the synced `WorkOSUser` of the caller, or 401.
+
+    With ``reject_revoked_sessions`` (the default), a token whose ``sid`` names a session
+    mirrored as revoked is refused with 401 too, "The session was revoked".
+    """
+
+    responses = RESPONSES_401_503
 
     async def __call__(self, connection: HTTPConnection) -> WorkOSUser:
         claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
-        return await _load_user(self._auth.users, connection, claims)
+        return await _load_user(self._auth, connection, claims)
 
 
 class OptionalUserDependency(_Dependency):
@@ -675,14 +873,22 @@ class OptionalUserDependency(_Dependency):
         claims = await verified_claims(self._auth, connection, required=False)
         if claims is None:
             return None
-        return await _load_user(self._auth.users, connection, claims)
+        return await _load_user(self._auth, connection, claims)
 
 
 async def _load_user(
-    users: UserStore, connection: HTTPConnection, claims: AccessTokenClaims
+    auth: BearerAuth, connection: HTTPConnection, claims: AccessTokenClaims
 ) -> WorkOSUser:
+    # Several dependencies of one instance in one request (current_user and
+    # current_membership, say) read the user once.
+    cached = connection.scope.get(_USER_KEY)
+    if cached is not None and cached[0] is auth:
+        found: WorkOSUser = cached[1]
+        return found
     try:
-        return await users.load(claims.sub)
+        user = await auth.users.load(claims.sub, claims.sid)
+        connection.scope[_USER_KEY] = (auth, user)
+        return user
     except UserNotFoundError as exc:
         logger.info("access token refused for user %s: %s", claims.sub, exc)
         raise _refuse(connection, str(exc)) from None
@@ -705,9 +911,12 @@ class _Requirement(_Dependency):
     Each subclass says only what it checks; the verification and the refusal live here once.
     """
 
+    responses = RESPONSES_401_403_503
+
     async def __call__(self, connection: HTTPConnection) -> AccessTokenClaims:
         claims = await verified_claims(self._auth, connection, required=True)
         assert claims is not None
+        await _check_session(self._auth, connection, claims)
         refusal = self._refusal(claims)
         if refusal is not None:
             description, scope = refusal
@@ -760,3 +969,281 @@ class RequireOrganization(_Requirement):
         if self.organization_id is not None and claims.org_id != self.organization_id:
             return "The session is scoped to another organization", ""
         return None
+
+
+async def _check_session(
+    auth: BearerAuth, connection: HTTPConnection, claims: AccessTokenClaims
+) -> None:
+    """The session check for dependencies that do not read the user (``require_*``)."""
+    users = auth.users
+    if claims.sid is None or not users.reject_revoked_sessions:
+        return
+    cached = connection.scope.get(_USER_KEY)
+    if cached is not None and cached[0] is auth:
+        return  # current_user ran in this request and checked the session with the user
+    try:
+        revoked = await users.session_revoked(claims.sid)
+    except DatabaseUnavailableError as exc:
+        logger.error("session check: %s", exc)
+        raise _unavailable(connection, "The database is unavailable; retry later") from None
+    if revoked:
+        logger.info("access token refused for user %s: its session was revoked", claims.sub)
+        raise _refuse(connection, str(SessionRevokedError()))
+
+
+class OrganizationStore:
+    """Reads the caller's `WorkOSOrganization` and `WorkOSOrganizationMembership`, and fetches
+    unsynced ones just in time, through the pipeline, with the users' single flight and 404
+    memory (`JustInTime`).
+
+    These reads are off the hot path of ``current_user`` (only routes that ask for an
+    organization pay them); each runs one Core statement in a worker thread, on the engine's
+    pool.
+
+    Args:
+        engine: Returns the engine to read from.
+        pipeline: Applies what is fetched just in time, by the webhook rules.
+        workos_api: Returns the WorkOS REST client, or ``None`` without an API key.
+        clock: Returns Unix seconds, for ``not_found_ttl``.
+        not_found_ttl: Seconds a 404 (or an empty membership list) is remembered.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Callable[[], Engine],
+        pipeline: EventPipeline,
+        workos_api: Callable[[], WorkOSClient | None],
+        clock: Clock,
+        not_found_ttl: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._pipeline = pipeline
+        self._workos_api = workos_api
+        self._organizations: JustInTime[str] = JustInTime(clock, not_found_ttl)
+        self._memberships: JustInTime[tuple[str, str]] = JustInTime(clock, not_found_ttl)
+
+    def forget(self) -> None:
+        """Forget the remembered 404s of organizations and memberships (see `AuthKit.override`)."""
+        self._organizations.forget()
+        self._memberships.forget()
+
+    def mirrors(self, kind: str) -> bool:
+        """Whether ``kind``'s table is written by this app's pipeline."""
+        return kind in self._pipeline.mirrored
+
+    def fetch_waiters(self, kind: str, key: str | tuple[str, str]) -> int:
+        """Requests waiting on the fetch in progress of an organization id or a (user id,
+        organization id) membership, besides its leader (diagnostics, tests)."""
+        if kind == ORGANIZATION.name:
+            assert isinstance(key, str)
+            return self._organizations.waiters(key)
+        assert isinstance(key, tuple)
+        return self._memberships.waiters(key)
+
+    # -- reads (blocking: run in a worker thread) --
+
+    def read_organization(self, organization_id: str) -> WorkOSOrganization | None:
+        """The mirrored organization, or ``None``."""
+        with unavailable_as_error(), Session(self._engine()) as session:
+            found = session.get(WorkOSOrganization, organization_id)
+        return found
+
+    def read_membership(
+        self, user_id: str, organization_id: str
+    ) -> WorkOSOrganizationMembership | None:
+        """The mirrored membership of ``user_id`` in ``organization_id``, or ``None``."""
+        with unavailable_as_error(), Session(self._engine()) as session:
+            return get_membership(session, user_id, organization_id)
+
+    def _tombstoned(self, kind: MirrorKind, object_id: str) -> bool:
+        with unavailable_as_error(), Session(self._engine()) as session:
+            return is_tombstoned(session, kind, object_id)
+
+    # -- the dependencies' loads --
+
+    async def organization(self, organization_id: str) -> WorkOSOrganization:
+        """The synced organization, fetched just in time when missing.
+
+        Raises `AccessDeniedError` (deleted, unknown to WorkOS, unsynced without an API key),
+        `DatabaseUnavailableError`, `WorkOSAPIError` or `TimeoutError` (WorkOS unreachable).
+        """
+        found = await anyio.to_thread.run_sync(self.read_organization, organization_id)
+        if found is not None:
+            return found
+
+        async def reread() -> WorkOSOrganization:
+            row = await anyio.to_thread.run_sync(self.read_organization, organization_id)
+            if row is None:  # a tombstone won the race
+                raise AccessDeniedError("The organization was deleted")
+            return row
+
+        async def fetch() -> None:
+            if await anyio.to_thread.run_sync(self._tombstoned, ORGANIZATION, organization_id):
+                raise AccessDeniedError("The organization was deleted")
+            workos_api = self._workos_api()
+            if workos_api is None:
+                raise AccessDeniedError(
+                    "The organization is not synced yet, and no WorkOS API key is set to fetch it"
+                )
+            with anyio.fail_after(JIT_TIMEOUT_SECONDS):
+                snapshot = await workos_api.get_organization(organization_id)
+            if snapshot is None or snapshot.id != organization_id:
+                if snapshot is None:
+                    self._organizations.remember_not_found(organization_id)
+                raise AccessDeniedError("The organization does not exist")
+            await self._apply(ORGANIZATION.name, snapshot)
+            logger.info("organization %s fetched just in time", organization_id)
+
+        return await self._organizations.run(
+            organization_id,
+            fetch=fetch,
+            reread=reread,
+            not_found=lambda: AccessDeniedError("The organization does not exist"),
+        )
+
+    async def membership(self, user_id: str, organization_id: str) -> WorkOSOrganizationMembership:
+        """The synced membership, whatever its status, fetched just in time when missing.
+
+        Raises as `organization` does; `AccessDeniedError` also when the user is not a member.
+        """
+        found = await anyio.to_thread.run_sync(self.read_membership, user_id, organization_id)
+        if found is not None:
+            return found
+
+        async def reread() -> WorkOSOrganizationMembership:
+            row = await anyio.to_thread.run_sync(self.read_membership, user_id, organization_id)
+            if row is None:  # its tombstone kept the fetched membership out
+                raise AccessDeniedError("The membership was deleted")
+            return row
+
+        async def fetch() -> None:
+            workos_api = self._workos_api()
+            if workos_api is None:
+                raise AccessDeniedError(
+                    "The membership is not synced yet, and no WorkOS API key is set to fetch it"
+                )
+            # Every status: an inactive or pending membership is mirrored (and refused) too.
+            with anyio.fail_after(JIT_TIMEOUT_SECONDS):
+                page = await workos_api.list_organization_memberships(
+                    user_id=user_id, organization_id=organization_id
+                )
+            matches = [
+                item
+                for item in page.data
+                if item.user_id == user_id and item.organization_id == organization_id
+            ]
+            if not matches:
+                self._memberships.remember_not_found((user_id, organization_id))
+                raise AccessDeniedError("The user is not a member of the organization")
+            newest = max(matches, key=lambda item: item.updated_at or _EARLIEST)
+            if await anyio.to_thread.run_sync(self._tombstoned, MEMBERSHIP, newest.id):
+                raise AccessDeniedError("The membership was deleted")
+            await self._apply(MEMBERSHIP.name, newest)
+            logger.info("membership %s fetched just in time", newest.id)
+
+        return await self._memberships.run(
+            (user_id, organization_id),
+            fetch=fetch,
+            reread=reread,
+            not_found=lambda: AccessDeniedError("The user is not a member of the organization"),
+        )
+
+    async def _apply(self, kind: str, snapshot: Any) -> None:
+        pipeline = self._pipeline
+        await anyio.to_thread.run_sync(
+            lambda: pipeline.apply_snapshot(kind, snapshot, source="jit")
+        )
+
+
+class _OrganizationDependency(_Dependency):
+    """What ``current_organization`` and ``current_membership`` share: the caller's user (the
+    session check included), then the token's ``org_id``, or 403."""
+
+    responses = RESPONSES_401_403_503
+    kind: str = ORGANIZATION.name
+
+    async def _caller(self, connection: HTTPConnection) -> tuple[AccessTokenClaims, str]:
+        claims = await verified_claims(self._auth, connection, required=True)
+        assert claims is not None
+        await _load_user(self._auth, connection, claims)
+        org_id = claims.org_id
+        if org_id is None:
+            raise _forbid(
+                connection,
+                "The access token names no organization (no org_id claim): sign in to an "
+                "organization, or switch to one, to get a token scoped to it",
+            )
+        if not is_plausible_id(org_id):
+            raise _refuse(connection, "The token's org_id is not an organization id")
+        store = self._auth.organizations
+        if store is None or not store.mirrors(self.kind):
+            logger.error(
+                "%s needs the %s kind mirrored: add %r to AuthKit(mirror=...)",
+                type(self).__name__,
+                self.kind,
+                self.kind,
+            )
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR,
+                f"{self.kind} objects are not mirrored by this app",
+            )
+        return claims, org_id
+
+    async def _load(self, connection: HTTPConnection, load: Awaitable[V], what: str) -> V:
+        try:
+            return await load
+        except AccessDeniedError as exc:
+            logger.info("access refused: %s", exc)
+            raise _forbid(connection, str(exc)) from None
+        except DatabaseUnavailableError as exc:
+            logger.error("%s: %s", what, exc)
+            raise _unavailable(connection, "The database is unavailable; retry later") from None
+        except (WorkOSAPIError, TimeoutError) as exc:
+            logger.error("%s: could not fetch from WorkOS: %r", what, exc)
+            raise _unavailable(connection, "WorkOS could not be reached; retry later") from None
+        except HandlerError as exc:
+            logger.error("%s: %s", what, exc)
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR, f"A handler of {self.kind}.created failed"
+            ) from None
+
+
+class CurrentOrganizationDependency(_OrganizationDependency):
+    """``authkit.current_organization``: the `WorkOSOrganization` the caller's token is scoped
+    to (its ``org_id``).
+
+    401 as ``current_user``; 403 ``insufficient_scope`` when the token names no organization,
+    or the organization was deleted, does not exist, or is not synced and no API key is set to
+    fetch it; 503 when the database or WorkOS cannot be reached.
+    """
+
+    async def __call__(self, connection: HTTPConnection) -> WorkOSOrganization:
+        _claims, org_id = await self._caller(connection)
+        store = self._auth.organizations
+        assert store is not None
+        return await self._load(connection, store.organization(org_id), "current_organization")
+
+
+class CurrentMembershipDependency(_OrganizationDependency):
+    """``authkit.current_membership``: the caller's *active* `WorkOSOrganizationMembership` in
+    the organization the token is scoped to (its ``sub`` and ``org_id``).
+
+    Answers as ``current_organization``, and 403 when the membership is not ``active``
+    (``inactive`` or ``pending``), was deleted, or the user is not a member.
+    """
+
+    kind = MEMBERSHIP.name
+
+    async def __call__(self, connection: HTTPConnection) -> WorkOSOrganizationMembership:
+        claims, org_id = await self._caller(connection)
+        store = self._auth.organizations
+        assert store is not None
+        membership = await self._load(
+            connection, store.membership(claims.sub, org_id), "current_membership"
+        )
+        if membership.status != "active":
+            description = f"The membership is {membership.status}, not active"
+            logger.info("access refused for user %s: %s", claims.sub, description)
+            raise _forbid(connection, description)
+        return membership

@@ -65,7 +65,10 @@ def add_webhooks_commands(commands: Any) -> None:
     )
     verbs = webhooks.add_subparsers(dest="webhooks_command", required=True, metavar="VERB")
     listing = verbs.add_parser(
-        "list", help="every endpoint: id, status, URL and events (never a secret)"
+        "list",
+        help="every endpoint: id, status, URL and events (never a secret)",
+        description="List every webhook endpoint of the environment the API key belongs to: "
+        "its id, status, URL and subscribed event types. Secrets are never shown.",
     )
     add_app_arguments(listing)
     setup = verbs.add_parser(
@@ -96,7 +99,10 @@ def add_webhooks_commands(commands: Any) -> None:
         help="on creation, write the signing secret here (mode 0600) instead of printing it",
     )
     delete = verbs.add_parser(
-        "delete", help="delete the endpoint(s) with a URL (a torn-down preview deployment)"
+        "delete",
+        help="delete the endpoint(s) with a URL (a torn-down preview deployment)",
+        description="Delete every endpoint whose URL matches --url (scheme, host and path; a "
+        "trailing slash and the query are ignored), after confirmation (--yes skips it).",
     )
     delete.add_argument("--url", required=True, help="the endpoint URL to delete")
     add_app_arguments(delete)

@@ -15,7 +15,9 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -30,6 +32,7 @@ from typing import (
 )
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -376,40 +379,93 @@ class SyncHandlerSlots:
     stopped, and it keeps its database connection until it returns. Its slot is therefore
     released by the thread itself when it really ends, not when the request gives up on it
     (unlike anyio's thread limiter, which hands the token back on abandon). When every slot is
-    taken, a new sync Action is refused at once with 503 instead of piling up threads. Each
-    `AuthKit` has one, ``authkit.sync_action_slots``, sized by its ``max_sync_action_handlers``
-    option.
+    held by an abandoned thread, a new sync Action is refused at once with 503 instead of piling
+    up threads; while some are held by handlers still inside their time, a request waits for one
+    (within its own ``action_timeout``), as a burst of sign-ins larger than the pool should.
+    Each `AuthKit` has one, ``authkit.sync_action_slots``, sized by its
+    ``max_sync_action_handlers`` option.
 
-    A `threading.BoundedSemaphore` rather than an anyio `CapacityLimiter`: the release happens
-    in the worker thread, and an anyio limiter may only be released from its event loop.
+    A lock-guarded counter rather than an anyio `CapacityLimiter`: the release happens in the
+    worker thread, and an anyio limiter may only be released from its event loop. A waiting
+    request sleeps on an anyio `Event` that the releasing thread sets through the loop.
     """
 
     def __init__(self, size: int = MAX_SYNC_ACTION_HANDLERS) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError("max_sync_action_handlers must be a whole number, at least 1.")
         self.size = size
-        self._semaphore = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._taken = 0
+        self._abandoned = 0
+        self._waiters: deque[anyio.Event] = deque()
 
     @property
     def taken(self) -> int:
         """How many slots are held now (running or abandoned handlers)."""
         return self._taken
 
+    @property
+    def waiting(self) -> int:
+        """How many requests are waiting for a slot now."""
+        return len(self._waiters)
+
     def try_acquire(self) -> bool:
         """Take a slot without waiting; False when all are taken."""
-        if not self._semaphore.acquire(blocking=False):
-            return False
         with self._lock:
+            if self._taken >= self.size:
+                return False
             self._taken += 1
         return True
 
-    def release(self) -> None:
-        """Give a slot back (from any thread)."""
+    async def acquire(self) -> bool:
+        """Take a slot, waiting for one while a handler inside its time holds one; False at once
+        when every slot is held by an abandoned thread. Call it on the event loop; cancel it
+        (a timeout scope) to stop waiting.
+
+        Waiters are served in order: a released slot is handed to the first waiter, never left
+        for a newcomer to take first (which starved early waiters into the p99).
+        """
         with self._lock:
-            self._taken -= 1
-        self._semaphore.release()
+            if self._taken < self.size and not self._waiters:
+                self._taken += 1
+                return True
+            if self._abandoned >= self.size:
+                return False
+            granted = anyio.Event()
+            self._waiters.append(granted)
+        try:
+            await granted.wait()
+        except BaseException:
+            with self._lock:
+                handed_over = granted not in self._waiters
+                if not handed_over:
+                    self._waiters.remove(granted)
+            if handed_over:
+                self.release(on_loop=True)  # a slot was handed to us: pass it on
+            raise
+        return True
+
+    def abandon(self) -> None:
+        """Count a held slot as held by an abandoned thread (until that thread releases it)."""
+        with self._lock:
+            self._abandoned += 1
+
+    def release(self, *, abandoned: bool = False, on_loop: bool = False) -> None:
+        """Give a slot back, or hand it to the first waiter: from the worker thread that held
+        it, or ``on_loop``; ``abandoned`` if it had been counted by `abandon`."""
+        with self._lock:
+            if abandoned:
+                self._abandoned -= 1
+            if not self._waiters:
+                self._taken -= 1
+                return
+            granted = self._waiters.popleft()  # the slot changes hands; taken stays the same
+        if on_loop:
+            granted.set()
+            return
+        # RuntimeError: the loop is gone (shutting down), so nobody is waiting any more.
+        with suppress(RuntimeError):
+            anyio.from_thread.run_sync(granted.set)
 
 
 @dataclass
@@ -425,6 +481,8 @@ class _SyncRun:
     started: bool = False
     abandoned: bool = False
     committing: bool = False
+    released: bool = False
+    counted_abandoned: bool = False
     verdict: ActionVerdict | None = None
     error: BaseException | None = None
 
@@ -525,9 +583,14 @@ async def _run_sync(
     budget: float,
     slots: SyncHandlerSlots,
 ) -> ActionVerdict:
-    if not slots.try_acquire():
+    # Waiting for a slot counts against the same budget as the handler.
+    deadline = anyio.current_time() + budget
+    acquired = False
+    with anyio.move_on_at(deadline):
+        acquired = await slots.acquire()
+    if not acquired:
         logger.error(
-            "action %s (%s): %d sync handlers are still running (some past action_timeout); "
+            "action %s (%s): %d sync handlers are still running past action_timeout; "
             "answering 503 so WorkOS applies its fallback",
             action.id,
             action.action_type,
@@ -555,8 +618,11 @@ async def _run_sync(
             run.error = exc
         finally:
             run.done.set()
+            with run.lock:
+                run.released = True
+                counted = run.counted_abandoned
             # Only now are the thread and its connection really free.
-            slots.release()
+            slots.release(abandoned=counted)
 
     def give_up() -> bool:
         """Abandon the run unless its commit started; True if the commit is under way."""
@@ -565,11 +631,14 @@ async def _run_sync(
             run.abandoned = not late
             if not run.started:
                 run.started = True  # never will: its slot is released here, once
-                slots.release()
+                slots.release(on_loop=True)
+            elif run.abandoned and not run.released:
+                run.counted_abandoned = True
+                slots.abandon()
         return late
 
     try:
-        with anyio.move_on_after(budget) as scope:
+        with anyio.move_on_at(deadline) as scope:
             await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
         # The request itself was cancelled (the client hung up): nobody will see the verdict,

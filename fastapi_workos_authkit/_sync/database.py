@@ -101,14 +101,16 @@ def lock_subjects(session: Session, subject_ids: Iterable[str]) -> None:
     so two lockers of overlapping sets cannot deadlock. SQLite needs nothing: sync transactions
     begin with ``BEGIN IMMEDIATE`` (`begin_immediate`), which holds the database-wide write lock.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
         return
     # Advisory keys are two signed 32-bit ints: our namespace, then a hash of the id.
     keys = sorted({zlib.crc32(subject.encode("utf-8")) - 2**31 for subject in subject_ids})
+    # On the connection: a Core statement needs none of the ORM's execute machinery.
     if len(keys) == 1:
-        session.execute(_LOCK_ONE, {"namespace": _ADVISORY_NAMESPACE, "key": keys[0]})
+        connection.execute(_LOCK_ONE, {"namespace": _ADVISORY_NAMESPACE, "key": keys[0]})
     else:
-        session.execute(_LOCK_MANY, {"namespace": _ADVISORY_NAMESPACE, "keys": keys})
+        connection.execute(_LOCK_MANY, {"namespace": _ADVISORY_NAMESPACE, "keys": keys})
 
 
 _LOCK_ONE = text("SELECT pg_advisory_xact_lock(:namespace, :key)")

@@ -49,17 +49,20 @@ from pydantic import BaseModel
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Select,
     String,
     Table,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
+    literal,
+    null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -157,18 +160,26 @@ class MirrorKind:
         self.tombstone_kind = tombstone_kind
         self.lock_prefix = lock_prefix
         columns = [table.c[name] for name in version_columns]
-        self._stored = {
-            dialect: select(table.c.id, *columns).where(_id_in(table.c.id, dialect))
-            for dialect in ("sqlite", "postgresql")
-        }
-        self._tombstoned: dict[str, Select[Any]] = {}
-        if tombstones is not None:
+        # Tombstones and stored versions in one statement (one round trip, one snapshot): the
+        # rows of the tombstone half carry NULL versions and ``tombstone`` true.
+        self._read: dict[str, Any] = {}
+        for dialect in ("sqlite", "postgresql"):
+            stored = select(table.c.id, *columns, literal(False).label("tombstone")).where(
+                _id_in(table.c.id, dialect)
+            )
+            if tombstones is None:
+                self._read[dialect] = stored
+                continue
             tomb_id = tombstones.c[tombstone_id]
-            for dialect in ("sqlite", "postgresql"):
-                query = select(tomb_id).where(_id_in(tomb_id, dialect))
-                if tombstone_kind is not None:
-                    query = query.where(tombstones.c.kind == tombstone_kind)
-                self._tombstoned[dialect] = query
+            buried = select(
+                tomb_id.label("id"),
+                *(cast(null(), column.type).label(column.key) for column in columns),
+                literal(True).label("tombstone"),
+            ).where(_id_in(tomb_id, dialect))
+            if tombstone_kind is not None:
+                buried = buried.where(tombstones.c.kind == tombstone_kind)
+            self._read[dialect] = union_all(stored, buried)
+        self._insert = insert(table)
         self._update = (
             update(table)
             .where(table.c.id == bindparam("b_id"))
@@ -410,15 +421,17 @@ def apply_snapshots(session: Session, kind: MirrorKind, objects: Sequence[Any]) 
     if not ids:
         return []
     kind.lock(session, ids)
-    dialect = session.get_bind().dialect.name
-    parameters = {"ids": ids}
+    # The statements are built once per kind and run on the session's connection: they are
+    # Core statements, and the ORM's execute path cost more than the queries on the hot path.
+    connection = session.connection()
+    dialect = connection.dialect.name
     tombstoned: set[str] = set()
-    if kind.tombstones is not None:
-        tombstoned = set(session.execute(kind._tombstoned[dialect], parameters).scalars())
-    stored = {
-        row.id: kind.version(dict(row._mapping))
-        for row in session.execute(kind._stored[dialect], parameters)
-    }
+    stored: dict[str, Any] = {}
+    for row in connection.execute(kind._read[dialect], {"ids": ids}).mappings():
+        if row["tombstone"]:
+            tombstoned.add(row["id"])
+        else:
+            stored[row["id"]] = kind.version(dict(row))
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     effects: dict[int, Effect] = {}
@@ -436,9 +449,9 @@ def apply_snapshots(session: Session, kind: MirrorKind, objects: Sequence[Any]) 
             effect = Effect.UNCHANGED
         effects[index] = _classify(kind, effect, values)
     if inserts:
-        session.execute(insert(kind.table), inserts)
+        connection.execute(kind._insert, inserts)
     if updates:
-        session.execute(kind._update, updates)
+        connection.execute(kind._update, updates)
     return [effects.get(index, Effect.UNCHANGED) for index in range(len(rows))]
 
 
@@ -456,15 +469,14 @@ def unchanged_reason(
     a session, already ended), ``"unchanged"`` when the row already holds this version.
     """
     values = kind.values(obj)
-    dialect = session.get_bind().dialect.name
-    parameters = {"ids": [values["id"]]}
-    if (
-        kind.tombstones is not None
-        and session.execute(kind._tombstoned[dialect], parameters).first()
-    ):
-        return "tombstoned"
-    row = session.execute(kind._stored[dialect], parameters).first()
-    if row is not None and kind.version(dict(row._mapping)) > kind.version(values):
+    connection = session.connection()
+    rows = connection.execute(kind._read[connection.dialect.name], {"ids": [values["id"]]})
+    stored = None
+    for row in rows.mappings():
+        if row["tombstone"]:
+            return "tombstoned"
+        stored = kind.version(dict(row))
+    if stored is not None and stored > kind.version(values):
         return "stale"
     return "unchanged"
 

@@ -19,14 +19,17 @@ organizations, memberships, sessions):
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, Table, bindparam, event, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -38,7 +41,7 @@ from .._exceptions import (
     HandlerError,
     InvalidEventError,
 )
-from .database import begin_immediate, dialect_insert, is_unavailable, unavailable_as_error
+from .database import begin_immediate, is_unavailable, unavailable_as_error
 from .events import AuthSession, Event, User, parse_event
 from .handlers import HandlerRegistry, call_in_worker
 from .ledger import (
@@ -70,6 +73,23 @@ from .mirror import (
 from .tables import EventStatus, WorkOSEventRecord
 
 logger = logging.getLogger("fastapi_workos_authkit")
+
+
+def _claim_statement(insert_for: Callable[[Table], Any]) -> Any:
+    table = ledger_table()
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return insert_for(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+
+
+_CLAIM: dict[str, Any] = {
+    "postgresql": _claim_statement(postgresql.insert),
+    "sqlite": _claim_statement(sqlite.insert),
+}
+"""The ledger claim per dialect; the row's values come as parameters."""
+_CLAIMED_STATUS = (
+    select(ledger_table().c.status).where(ledger_table().c.id == bindparam("id")).with_for_update()
+)
+"""The status of a ledger row the claim found, locked until the transaction ends."""
 
 
 class _Claim(StrEnum):
@@ -139,13 +159,6 @@ class SyncSession(Session):
 
     in_handlers = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # On this session only: a listener on a class (or registered at import) would reach
-        # sessions the package does not own, and an engine-wide one would make the app's reads
-        # take SQLite's write lock too. An app's own engine still gets the lock where we write.
-        event.listen(self, "after_begin", begin_immediate)
-
     def commit(self) -> None:
         self._refuse_in_handlers("commit")
         super().commit()
@@ -166,6 +179,42 @@ class SyncSession(Session):
                 "session.flush() for generated ids, and session.begin_nested() for work that "
                 "may fail on its own."
             )
+
+
+# On this class only, registered once: a listener on `Session` would reach sessions the package
+# does not own, and an engine-wide one would make the app's reads take SQLite's write lock too.
+# (Registering it per instance cost more than a SQLite INSERT on every event.)
+event.listen(SyncSession, "after_begin", begin_immediate)
+
+
+_SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+_SQLITE_WRITERS_GUARD = threading.Lock()
+_SQLITE_WRITER_WAIT = 30.0
+"""Seconds a transaction waits for its turn in this process (SQLite's busy timeout)."""
+
+
+@contextmanager
+def _writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, one pipeline transaction at a time per engine in this process.
+
+    SQLite has one writer, and the others wait in its busy handler, which sleeps and polls
+    (1 ms growing to 100 ms): under a burst of deliveries the write lock sat free while every
+    waiting thread slept. Queueing on a lock here hands the turn over the moment the previous
+    transaction ends; ``BEGIN IMMEDIATE`` still guards against other processes. Re-entrant,
+    and bounded by the busy timeout, after which SQLite's own wait takes over as before.
+    PostgreSQL needs nothing: its row and advisory locks wake waiters at once.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _SQLITE_WRITERS_GUARD:
+        lock = _SQLITE_WRITERS.setdefault(engine, threading.RLock())
+    acquired = lock.acquire(timeout=_SQLITE_WRITER_WAIT)
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
 
 
 def snapshot_event(user: User, event_type: str, source: str) -> Event[User]:
@@ -399,7 +448,12 @@ class EventPipeline:
     def _transaction(self) -> Iterator[SyncSession]:
         """A session for one unit of work; a database that cannot be reached becomes
         `DatabaseUnavailableError`, so routes can answer 503 instead of 500."""
-        with unavailable_as_error(), SyncSession(self._engine(), expire_on_commit=False) as session:
+        engine = self._engine()
+        with (
+            _writer_turn(engine),
+            unavailable_as_error(),
+            SyncSession(engine, expire_on_commit=False) as session,
+        ):
             yield session
 
     def _claim(
@@ -409,20 +463,16 @@ class EventPipeline:
         # same id blocks on it until we finish; on SQLite it takes the write lock up front.
         # The row says "processed" at once: nobody sees it before we commit, and if a handler
         # fails the whole transaction rolls back and the failure is recorded separately.
-        table = ledger_table()
+        # The statements are built once (`_CLAIM`, `_CLAIMED_STATUS`) and run on the session's
+        # connection: Core statements need none of the ORM's execute machinery, and building
+        # an INSERT's VALUES per event cost more than the database did on SQLite.
+        connection = session.connection()
         row = ledger_row(event, payload, source, EventStatus.PROCESSED)
-        inserted = session.execute(
-            dialect_insert(session, table)
-            .values(**row, processed_at=row["received_at"])
-            .on_conflict_do_nothing(index_elements=["id"])
-            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            .returning(table.c.id)
-        ).first()
+        row["processed_at"] = row["received_at"]
+        inserted = connection.execute(_CLAIM[connection.dialect.name], row).first()
         if inserted is not None:
             return _Claim.NEW
-        status = session.execute(
-            select(table.c.status).where(table.c.id == event.id).with_for_update()
-        ).scalar_one()
+        status = connection.execute(_CLAIMED_STATUS, {"id": event.id}).scalar_one()
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
