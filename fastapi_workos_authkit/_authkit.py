@@ -1,4 +1,9 @@
-"""`AuthKit`: one object an app configures, registers handlers on, and mounts."""
+"""`AuthKit`: one object an app configures, registers handlers on, and mounts.
+
+Longer than 400 lines on purpose: it is the one facade, and each of its public methods carries
+the docstring the API reference renders; the work itself lives in the feature modules, which
+each receive only their collaborators from here.
+"""
 
 from __future__ import annotations
 

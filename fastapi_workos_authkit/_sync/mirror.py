@@ -7,6 +7,10 @@ same code. Every path that writes a mirrored row goes through here: `EventPipeli
 (webhooks, the Events API, replays) and for single snapshots (just-in-time fetches), the
 backfills for pages of snapshots.
 
+Longer than 400 lines on purpose: the rules, the per-kind specs they read and the statements
+they run are one unit, tested once per kind by the same property tests; split, a reader would
+have to hold three files to check one rule.
+
 The rules, for every kind:
 
 * a tombstoned id is left alone, so no late event or snapshot brings a deleted object back;

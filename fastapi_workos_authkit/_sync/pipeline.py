@@ -1,5 +1,8 @@
 """The one event pipeline: ledger claim, apply to tables, handlers, commit, in one transaction.
 
+Longer than 400 lines on purpose: `EventPipeline` is the single writer of mirrored and ledger
+rows, and keeping every write path in one class is what makes that checkable at a glance.
+
 Webhook deliveries, Events API pages and replays all go through `EventPipeline.process`;
 snapshots from just-in-time fetches and backfill pages go through `EventPipeline.apply_snapshots`
 (one object: `apply_snapshot`). Every write to the mirrored tables and the ledger happens here
