@@ -47,14 +47,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, SignatureError, WorkOSUser
-from fastapi_workos_authkit.actions import (
+from fastapi_workos_authkit._routes.actions import (
     ActionResponse,
     ActionVerdict,
     AuthenticationAction,
     UserRegistrationAction,
 )
-from fastapi_workos_authkit.body import read_limited_body
-from fastapi_workos_authkit.signatures import verify_signature
+from fastapi_workos_authkit._routes.body import read_limited_body
+from fastapi_workos_authkit._routes.signatures import verify_signature
 
 WEBHOOK_SECRET = "whsec_bench_secret"
 ACTION_SECRET = "action_bench_secret"
@@ -88,7 +88,7 @@ the event id, as any receiver of at-least-once deliveries must)."""
 
 def create_bench_tables(engine: Engine) -> None:
     """Create AuthKit's and the bench's tables (the harness does it once, before the workers)."""
-    from fastapi_workos_authkit.database import create_tables
+    from fastapi_workos_authkit._sync.database import create_tables
 
     create_tables(engine)
     bench_metadata.create_all(engine)

@@ -43,7 +43,7 @@ from fastapi import FastAPI, Request
 from sqlmodel import Session
 
 from fastapi_workos_authkit import ActionResponse, ActionVerdict, AuthKit
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 from fastapi_workos_authkit.testing import signed_action_request, user_registration_action
 
 ROOT = Path(__file__).resolve().parents[1]

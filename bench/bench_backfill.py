@@ -98,7 +98,7 @@ class FakeServer:
 
 
 async def _fetch_only(url: str) -> int:
-    from fastapi_workos_authkit.workos_api import WorkOSClient
+    from fastapi_workos_authkit._recovery.workos_api import WorkOSClient
 
     seen = 0
     after: str | None = None
@@ -115,7 +115,7 @@ async def _backfill(url: str, database_url: str) -> int:
     from sqlmodel import Session
 
     from fastapi_workos_authkit import AuthKit, Event, User
-    from fastapi_workos_authkit.database import create_tables
+    from fastapi_workos_authkit._sync.database import create_tables
 
     kit = AuthKit(api_key=API_KEY, api_base_url=url, database_url=database_url)
     welcomed = 0
@@ -165,7 +165,7 @@ def _measure(mode: str, url: str, database_url: str = "") -> dict[str, Any]:
 def _postgres_schema(admin_url: str) -> tuple[str, Any]:
     from sqlalchemy import text
 
-    from fastapi_workos_authkit.database import make_engine
+    from fastapi_workos_authkit._sync.database import make_engine
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = make_engine(admin_url)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 
 from fastapi_workos_authkit import AuthKit, AuthSession, User  # noqa: E402
-from fastapi_workos_authkit.database import create_tables, make_engine  # noqa: E402
+from fastapi_workos_authkit._sync.database import create_tables, make_engine  # noqa: E402
 from fastapi_workos_authkit.testing import RSAKeyPair, TokenFactory, factories  # noqa: E402
 
 CLIENT_ID = "client_01BENCH"

@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from fastapi_workos_authkit import AuthKit, WorkOSUser
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 
 CLIENT_ID = os.environ.get("BENCH_CLIENT_ID", "client_01BENCH")
 JWKS: dict[str, Any] = json.loads(os.environ.get("BENCH_JWKS", '{"keys": []}'))

@@ -35,7 +35,7 @@ from bench.app import ACTION_SECRET, CLIENT_ID, WEBHOOK_SECRET, create_bench_tab
 from bench.harness import paths, storm, wrk  # noqa: E402
 from bench.harness.jwks import JWKSServer  # noqa: E402
 from bench.harness.processes import AppServer, Postgres  # noqa: E402
-from fastapi_workos_authkit.database import make_engine  # noqa: E402
+from fastapi_workos_authkit._sync.database import make_engine  # noqa: E402
 
 SIZES = {
     "full": {

@@ -45,8 +45,8 @@ from fastapi_workos_authkit import (
     WorkOSOrganizationMembership,
     WorkOSUser,
     WorkOSUserTombstone,
+    make_engine,
 )
-from fastapi_workos_authkit.database import make_engine
 from fastapi_workos_authkit.testing import (
     FakeJWKS,
     TokenFactory,

@@ -1,27 +1,73 @@
-"""WorkOS AuthKit for FastAPI: signed webhooks, durable user sync, Actions and current_user."""
+"""WorkOS AuthKit for FastAPI: signed webhooks, durable user sync, Actions and current_user.
 
-from .actions import (
+Every public name is re-exported here; the modules behind them (``_sync``, ``_routes``,
+``_auth``, ``_recovery``, ``_ops``) are private and may move between releases. The testing kit
+is ``fastapi_workos_authkit.testing``, the command line ``fastapi_workos_authkit.cli``.
+"""
+
+from ._auth.dependencies import UserNotFoundError
+from ._auth.providers import AuthProvider, auth_config_providers, custom_domain_providers
+from ._auth.tokens import AccessTokenClaims, Actor
+from ._authkit import AuthKit
+from ._config import AuthKitSettings
+from ._exceptions import (
+    AuthKitError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    EventFailedError,
+    EventNotRecordedError,
+    EventsCursorExpiredError,
+    EventTypesChangedError,
+    HandlerError,
+    InvalidEventError,
+    InvalidTokenError,
+    KeysUnavailableError,
+    LeaseLostError,
+    SessionOnLoopError,
+    SignatureError,
+    UnsafeJSONError,
+    WebhookSetupError,
+    WorkOSAPIError,
+    WorkOSAuthenticationError,
+)
+from ._ops.doctor import Check, DoctorReport, run_doctor
+from ._ops.webhook_endpoints import (
+    CreatedWebhookEndpoint,
+    EventNeed,
+    SetupResult,
+    WebhookEndpoint,
+    delete_webhook_endpoints,
+    list_webhook_endpoints,
+    needed_event_types,
+    setup_webhook_endpoint,
+)
+from ._recovery.poller import EventsPoller
+from ._recovery.reconcile_results import (
+    BackfillResult,
+    FailedEvent,
+    KindCounts,
+    LeaseInfo,
+    Progress,
+    ProgressCallback,
+    PruneResult,
+    ReplayedEvent,
+    ReplayResult,
+    SyncEventsResult,
+    SyncStatus,
+)
+from ._recovery.workos_api import WorkOSClient
+from ._routes.actions import (
     ActionResponse,
     ActionSession,
     ActionVerdict,
     AuthenticationAction,
     Invitation,
-    SessionOnLoopError,
     SignedActionResponse,
     UserData,
     UserRegistrationAction,
 )
-from .authkit import AuthKit
-from .config import AuthKitSettings
-from .errors import (
-    AuthKitError,
-    ConfigurationError,
-    DatabaseUnavailableError,
-    HandlerError,
-    InvalidEventError,
-    SignatureError,
-)
-from .events import (
+from ._sync.database import create_tables, make_engine, normalise_url
+from ._sync.events import (
     AuthSession,
     DeletedUser,
     Event,
@@ -30,11 +76,11 @@ from .events import (
     User,
     parse_event,
 )
-from .lease import LeaseLostError
-from .mirror import Effect
-from .providers import AuthProvider, auth_config_providers, custom_domain_providers
-from .tables import (
+from ._sync.mirror import Effect
+from ._sync.tables import (
+    EventStatus,
     SessionStatus,
+    UTCDateTime,
     WorkOSEventRecord,
     WorkOSLease,
     WorkOSOrganization,
@@ -45,38 +91,69 @@ from .tables import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
-from .tokens import AccessTokenClaims, InvalidTokenError
 
 __all__ = [
     "AccessTokenClaims",
     "ActionResponse",
     "ActionSession",
     "ActionVerdict",
+    "Actor",
     "AuthKit",
     "AuthKitError",
     "AuthKitSettings",
     "AuthProvider",
     "AuthSession",
     "AuthenticationAction",
+    "BackfillResult",
+    "Check",
     "ConfigurationError",
+    "CreatedWebhookEndpoint",
     "DatabaseUnavailableError",
     "DeletedUser",
+    "DoctorReport",
     "Effect",
     "Event",
+    "EventFailedError",
+    "EventNeed",
+    "EventNotRecordedError",
+    "EventStatus",
+    "EventTypesChangedError",
+    "EventsCursorExpiredError",
+    "EventsPoller",
+    "FailedEvent",
     "HandlerError",
     "InvalidEventError",
     "InvalidTokenError",
     "Invitation",
+    "KeysUnavailableError",
+    "KindCounts",
+    "LeaseInfo",
     "LeaseLostError",
     "Organization",
     "OrganizationMembership",
+    "Progress",
+    "ProgressCallback",
+    "PruneResult",
+    "ReplayResult",
+    "ReplayedEvent",
     "SessionOnLoopError",
     "SessionStatus",
+    "SetupResult",
     "SignatureError",
     "SignedActionResponse",
+    "SyncEventsResult",
+    "SyncStatus",
+    "UTCDateTime",
+    "UnsafeJSONError",
     "User",
     "UserData",
+    "UserNotFoundError",
     "UserRegistrationAction",
+    "WebhookEndpoint",
+    "WebhookSetupError",
+    "WorkOSAPIError",
+    "WorkOSAuthenticationError",
+    "WorkOSClient",
     "WorkOSEventRecord",
     "WorkOSLease",
     "WorkOSOrganization",
@@ -87,6 +164,14 @@ __all__ = [
     "WorkOSUser",
     "WorkOSUserTombstone",
     "auth_config_providers",
+    "create_tables",
     "custom_domain_providers",
+    "delete_webhook_endpoints",
+    "list_webhook_endpoints",
+    "make_engine",
+    "needed_event_types",
+    "normalise_url",
     "parse_event",
+    "run_doctor",
+    "setup_webhook_endpoint",
 ]

@@ -9,429 +9,23 @@ to stderr (a bar on a terminal, plain lines otherwise); the summary goes to stdo
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime, timedelta
-from enum import IntEnum
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
-from ._doctor_cli import add_doctor_command, run_doctor_command
-from ._webhooks_cli import add_webhooks_commands, run_webhooks
-from .authkit import AuthKit
-from .database import create_tables, driver_message, is_unavailable
+from ._cli.common import NEEDS_APP, CommandError, load_authkit
+from ._cli.common import ExitCode as ExitCode  # documented: the exit codes
+from ._cli.doctor import add_doctor_command, run_doctor_command
+from ._cli.jobs import plain, run_job, summary_lines
+from ._cli.webhooks import add_webhooks_commands, run_webhooks
+from ._exceptions import ConfigurationError
 from .dev import add_dev_commands, run_dev
-from .errors import AuthKitError, ConfigurationError, DatabaseUnavailableError, HandlerError
-from .reconcile import Progress
-from .workos_api import WorkOSAPIError, WorkOSAuthenticationError
-
-
-class ExitCode(IntEnum):
-    """Process exit codes, so a cron job or CI step can tell failures apart."""
-
-    OK = 0
-    FAILURE = 1
-    """Anything else: a handler raised during a backfill, a lost lease, a bad ``--app``."""
-    USAGE = 2
-    """Bad arguments (argparse's own code)."""
-    CONFIGURATION = 3
-    """A required setting is missing, such as ``WORKOS_API_KEY``."""
-    UNAUTHORIZED = 4
-    """WorkOS refused the API key (401/403)."""
-    WORKOS_UNAVAILABLE = 5
-    """WorkOS kept failing (5xx, 429 or network errors) after every retry."""
-    DATABASE_UNAVAILABLE = 6
-    """The database could not be reached."""
-    EVENTS_FAILED = 7
-    """The run finished, but some events failed in a handler: see ``status``, then
-    ``replay-failed`` once the handler is fixed."""
-
-
-class CommandError(Exception):
-    """A failure with a message for the user and an exit code."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- finding the app -----------------------------------------------------------------------
-
-
-NEEDS_APP = frozenset(
-    {
-        "sync-events",
-        "backfill-users",
-        "backfill-organizations",
-        "backfill-memberships",
-        "replay-failed",
-    }
-)
-"""Subcommands that run the app's handlers, and so refuse to run without ``--app``."""
-
-
-def load_authkit(target: str | None, *, app_dir: str = ".") -> AuthKit:
-    """Import ``module:attribute`` (dotted attributes allowed) and return the `AuthKit` there.
-
-    ``app_dir`` (the current directory by default) is searched first, as uvicorn's ``--app-dir``
-    is, but only while the module is imported: ``sys.path`` is left as it was found. Without a
-    target, an `AuthKit` configured from the environment alone (no handlers).
-    """
-    if not target:
-        return AuthKit()
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise CommandError(
-            f"--app must look like module:attribute (for example main:authkit), not {target!r}",
-            ExitCode.USAGE,
-        )
-    try:
-        with _importable(app_dir):
-            found: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise _import_failed(module_name, exc) from None  # a module the app imports
-        raise CommandError(
-            f"Could not import {module_name!r} from {os.path.abspath(app_dir)} (set --app-dir to "
-            f"the directory that holds it): {exc}",
-            ExitCode.FAILURE,
-        ) from None
-    except Exception as exc:
-        # Importing runs the app's module: whatever it raises is the user's to fix, and a
-        # traceback through importlib tells them less than one line does.
-        raise _import_failed(module_name, exc) from None
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise CommandError(
-                f"{module_name!r} has no attribute {attribute!r}", ExitCode.FAILURE
-            ) from None
-    if not isinstance(found, AuthKit):
-        raise CommandError(
-            f"{target} is a {type(found).__name__}, not an AuthKit: point --app at the AuthKit "
-            "instance your app configures (for example main:authkit)",
-            ExitCode.FAILURE,
-        )
-    return found
-
-
-def _import_failed(module_name: str, exc: Exception) -> CommandError:
-    if isinstance(exc, ConfigurationError):
-        return CommandError(
-            f"importing {module_name!r} failed, because its module-level code asked for a "
-            f"setting that is missing: {exc}",
-            ExitCode.CONFIGURATION,
-        )
-    return CommandError(
-        f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", ExitCode.FAILURE
-    )
-
-
-@contextmanager
-def _importable(directory: str) -> Iterator[None]:
-    """Put ``directory`` first on ``sys.path`` for the duration of an import, if it is missing.
-
-    The CLI may run inside another program (a test, a task runner): a lasting change to
-    ``sys.path`` would shadow that program's modules with whatever the directory holds.
-    """
-    path = os.path.abspath(directory)
-    if path in sys.path:
-        yield
-        return
-    sys.path.insert(0, path)
-    try:
-        yield
-    finally:
-        # The import may itself have edited sys.path: take out our entry only.
-        with suppress(ValueError):
-            sys.path.remove(path)
-
-
-# -- progress ------------------------------------------------------------------------------
-
-
-class ProgressPrinter:
-    """Shows `Progress` reports: a redrawn bar on a terminal, a line a second otherwise."""
-
-    def __init__(self, stream: IO[str], *, tty: bool | None = None) -> None:
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
-        self._started = time.monotonic()
-        self._last_line = 0.0
-        self._drawn = False
-        self._pending: Progress | None = None
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + self._render(progress, now, bar=True))
-            self._drawn = True
-        elif not self._last_line or now - self._last_line >= 1.0:
-            self.stream.write(self._render(progress, now, bar=False) + "\n")
-            self._last_line = now
-            self._pending = None
-        else:
-            self._pending = progress  # printed by `close`, so the last count always shows
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line, or print the last report that was throttled."""
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-        elif self._pending is not None:
-            self.stream.write(self._render(self._pending, time.monotonic(), bar=False) + "\n")
-        self.stream.flush()
-
-    def _render(self, progress: Progress, now: float, *, bar: bool) -> str:
-        elapsed = max(now - self._started, 1e-9)
-        counts = ", ".join(f"{name} {value:,}" for name, value in progress.counts.items())
-        rate = f"{progress.done / elapsed:,.0f}/s"
-        if progress.total:
-            done = f"{progress.done:,}/{progress.total:,}"
-            if bar:
-                filled = int(30 * progress.done / progress.total)
-                done = f"[{'#' * filled}{'.' * (30 - filled)}] {done}"
-        else:
-            done = f"{progress.done:,}"
-        return f"{progress.job}: {done} ({counts}) {rate}"
-
-
-# -- commands ------------------------------------------------------------------------------
-
-Command = Callable[[AuthKit, argparse.Namespace, ProgressPrinter], Awaitable[tuple[Any, ExitCode]]]
-
-
-async def _sync_events(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    restart_from: datetime | timedelta | None = args.restart_from
-    if args.reset_cursor:
-        restart_from = kit.events_range_start
-    result = await kit.sync_events(progress=progress, restart_from=restart_from)
-    return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
-
-
-async def _backfill_users(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_users(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
-
-
-async def _backfill_organizations(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_organizations(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
-
-
-async def _backfill_memberships(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_memberships(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
-
-
-async def _replay_failed(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.replay_failed(limit=args.limit, progress=progress)
-    return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
-
-
-async def _prune(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    try:
-        result = await kit.prune(
-            ledger_retention=timedelta(days=args.ledger_days),
-            tombstone_retention=timedelta(days=args.tombstone_days),
-            session_retention=timedelta(days=args.sessions_days),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), ExitCode.USAGE) from None
-    return result, ExitCode.OK
-
-
-async def _status(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    return await kit.sync_status(failures=args.failures), ExitCode.OK
-
-
-_COMMANDS: dict[str, Command] = {
-    "sync-events": _sync_events,
-    "backfill-users": _backfill_users,
-    "backfill-organizations": _backfill_organizations,
-    "backfill-memberships": _backfill_memberships,
-    "replay-failed": _replay_failed,
-    "prune": _prune,
-    "status": _status,
-}
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL: say nothing of it rather than leak a password
-        return "(the configured database)"
-
-
-async def _run(kit: AuthKit, args: argparse.Namespace, stderr: IO[str]) -> tuple[Any, ExitCode]:
-    progress = ProgressPrinter(stderr)
-    try:
-        try:
-            if kit.settings.create_tables:
-                await anyio.to_thread.run_sync(create_tables, kit.engine)
-            return await _COMMANDS[args.command](kit, args, progress)
-        finally:
-            progress.close()
-            await kit.shutdown()
-    except ConfigurationError as exc:
-        raise CommandError(str(exc), ExitCode.CONFIGURATION) from None
-    except WorkOSAuthenticationError as exc:
-        raise CommandError(str(exc), ExitCode.UNAUTHORIZED) from None
-    except WorkOSAPIError as exc:
-        raise CommandError(
-            f"{exc}. Nothing after the last committed item was lost: run the command again.",
-            ExitCode.WORKOS_UNAVAILABLE,
-        ) from None
-    except DatabaseUnavailableError as exc:
-        raise _database_error(kit, exc) from None
-    except SQLAlchemyError as exc:
-        if is_unavailable(exc):
-            raise _database_error(kit, exc) from None
-        raise
-    except HandlerError as exc:
-        raise CommandError(
-            f"{exc}; the page was rolled back. Fix the handler and run the command again to "
-            "resume where it stopped.",
-            ExitCode.FAILURE,
-        ) from None
-    except AuthKitError as exc:
-        raise CommandError(str(exc), ExitCode.FAILURE) from None
-
-
-def _database_error(kit: AuthKit, exc: BaseException) -> CommandError:
-    cause = exc.__cause__ or exc
-    detail = driver_message(cause) or type(cause).__name__
-    return CommandError(
-        f"Cannot reach the database at {_safe_url(str(kit.engine.url))}: {detail}",
-        ExitCode.DATABASE_UNAVAILABLE,
-    )
-
-
-# -- output --------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    return value
-
-
-def _summary(command: str, result: Any) -> list[str]:
-    data = _plain(result)
-    if data.get("ran") is False:
-        return [
-            f"{command}: skipped, another instance is running it (lease held by "
-            f"{data.get('lease_holder')})"
-        ]
-    if command == "sync-events":
-        lines = [
-            f"sync-events: {data['fetched']:,} events fetched, {data['processed']:,} processed, "
-            f"{data['duplicates']:,} duplicates, {data['failed']:,} failed",
-            f"  cursor: {data['cursor'] or '(none yet)'}",
-        ]
-        if data["failed"]:
-            lines.append("  failed events stay in the ledger: fix the handler, then replay-failed")
-        return lines
-    if command in _BACKFILLED:
-        return [
-            f"{command}: {data['seen']:,} {_BACKFILLED[command]} in {data['pages']:,} pages: "
-            f"{data['inserted']:,} inserted, {data['updated']:,} updated, "
-            f"{data['unchanged']:,} unchanged"
-            + (f" (resumed after {data['resumed_from']})" if data["resumed_from"] else "")
-        ]
-    if command == "replay-failed":
-        lines = [
-            f"replay-failed: {data['replayed']:,} replayed, {data['succeeded']:,} succeeded, "
-            f"{data['failed']:,} still failing"
-        ]
-        lines += [
-            f"  {e['event_id']} ({e['event_type']}): attempts {e['attempts']}: {e['last_error']}"
-            for e in data["events"]
-            if e["status"] != "processed"
-        ]
-        return lines
-    if command == "prune":
-        by_kind = ", ".join(
-            f"{kind} {count:,}" for kind, count in sorted(data["tombstones_by_kind"].items())
-        )
-        return [
-            f"prune: {data['events_deleted']:,} processed events received before "
-            f"{data['events_before']} and {data['tombstones_deleted']:,} tombstones older than "
-            f"{data['tombstones_before']} deleted" + (f" ({by_kind})" if by_kind else ""),
-            f"  {data['sessions_deleted']:,} sessions ended or expired before "
-            f"{data['sessions_before']} deleted",
-        ]
-    lines = [
-        "ledger: " + ", ".join(f"{k} {v:,}" for k, v in sorted(data["ledger"].items())),
-        f"users: {data['users']:,}, tombstones: {data['tombstones']:,}",
-        "database connections per process: "
-        + (
-            f"at most {data['max_connections_per_process']}"
-            if data.get("max_connections_per_process") is not None
-            else "not counted (SQLite, or your engine's own pool_size + max_overflow)"
-        ),
-        "mirrored:",
-    ]
-    lines += [
-        f"  {name}: {counts['rows']:,} rows, {counts['tombstones']:,} tombstones"
-        for name, counts in sorted(data["kinds"].items())
-    ] or ["  (none)"]
-    lines.append("cursors:")
-    lines += [f"  {k}: {v}" for k, v in sorted(data["cursors"].items())] or ["  (none)"]
-    lines.append("leases:")
-    lines += [
-        f"  {x['name']}: {x['holder']} until {x['expires_at']}"
-        + ("" if x["active"] else " (expired)")
-        for x in data["leases"]
-    ] or ["  (none held)"]
-    lines.append("last failures:")
-    lines += [
-        f"  {f['event_id']} ({f['event_type']}, {f['source']}): attempts {f['attempts']}: "
-        f"{f['last_error']}"
-        for f in data["last_failures"]
-    ] or ["  (none)"]
-    return lines
-
-
-_BACKFILLED = {
-    "backfill-users": "users",
-    "backfill-organizations": "organizations",
-    "backfill-memberships": "memberships",
-}
-
-
-# -- entry point ---------------------------------------------------------------------------
 
 
 def _global_options(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
@@ -649,7 +243,7 @@ def main(
                 ) from None
             raise
         try:
-            result, code = anyio.run(_run, kit, args, err)
+            result, code = anyio.run(run_job, kit, args, err)
         finally:
             if not args.app:
                 # The AuthKit built here from the environment is ours: close its connections
@@ -662,9 +256,9 @@ def main(
         err.write("interrupted: the next run resumes after the last committed item\n")
         return 130
     if args.json:
-        out.write(json.dumps(_plain(result), indent=2, default=str) + "\n")
+        out.write(json.dumps(plain(result), indent=2, default=str) + "\n")
     else:
-        out.write("\n".join(_summary(args.command, result)) + "\n")
+        out.write("\n".join(summary_lines(args.command, result)) + "\n")
     return int(code)
 
 
@@ -672,7 +266,7 @@ def _providers(args: argparse.Namespace) -> list[dict[str, str]]:
     try:
         if args.app and not (args.client_id or args.api_hostname):
             return load_authkit(args.app, app_dir=args.app_dir).auth_config_providers()
-        from .providers import auth_config_providers
+        from ._auth.providers import auth_config_providers
 
         return auth_config_providers(client_id=args.client_id, api_hostname=args.api_hostname)
     except ConfigurationError as exc:

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 from fastapi_workos_authkit.testing import signed_delivery
 
 WEBHOOK_SECRET = "whsec_test_secret"

@@ -30,7 +30,7 @@ from fastapi_workos_authkit import (
     SignatureError,
     UserRegistrationAction,
 )
-from fastapi_workos_authkit.actions import (
+from fastapi_workos_authkit._routes.actions import (
     MAX_SYNC_ACTION_HANDLERS,
     sign_action_response,
 )

@@ -15,7 +15,7 @@ import pytest
 from bench.harness import fuzz
 from bench.harness.jwks import JWKSServer
 from bench.report import render
-from fastapi_workos_authkit.signatures import verify_signature
+from fastapi_workos_authkit._routes.signatures import verify_signature
 from fastapi_workos_authkit.testing.tokens import RSAKeyPair, TokenFactory
 
 SECRETS = {fuzz.WEBHOOK: "whsec_fuzz", fuzz.ACTION: "action_fuzz"}

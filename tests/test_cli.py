@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import WorkOSSyncState
-from fastapi_workos_authkit.cli import ExitCode, ProgressPrinter, main
-from fastapi_workos_authkit.reconcile import Progress
+from fastapi_workos_authkit._cli.jobs import ProgressPrinter
+from fastapi_workos_authkit._recovery import Progress
+from fastapi_workos_authkit.cli import ExitCode, main
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
 from tests.test_reconcile import db_users, fake_users

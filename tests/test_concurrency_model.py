@@ -34,8 +34,8 @@ from fastapi_workos_authkit import (
     User,
     UserRegistrationAction,
 )
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.reconcile import EventsPoller
+from fastapi_workos_authkit._recovery import EventsPoller
+from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import (
     factories,
     signed_action_request,

@@ -30,12 +30,12 @@ import httpx
 import pytest
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.config import (
+from fastapi_workos_authkit._config import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
     DEFAULT_READ_POOL_SIZE,
 )
-from fastapi_workos_authkit.errors import ConfigurationError
+from fastapi_workos_authkit._exceptions import ConfigurationError
 from fastapi_workos_authkit.testing import RSAKeyPair, TokenFactory, factories, signed_delivery
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,8 +331,8 @@ async def test_an_exhausted_read_pool_is_a_clear_error_not_a_silent_503(
 ) -> None:
     import logging
 
-    from fastapi_workos_authkit._read_pool import ReadPool
-    from fastapi_workos_authkit.errors import DatabaseUnavailableError
+    from fastapi_workos_authkit._auth.read_pool import ReadPool
+    from fastapi_workos_authkit._exceptions import DatabaseUnavailableError
 
     pool = ReadPool(engine, size=1, timeout=0.2)
     await pool.open()

@@ -17,8 +17,8 @@ from sqlmodel import Session
 from starlette.websockets import WebSocketDisconnect
 
 from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, User, WorkOSUser
+from fastapi_workos_authkit._sync.user_table import apply_user_deletion
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, factories
-from fastapi_workos_authkit.user_table import apply_user_deletion
 from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
 
 BASE = "https://api.workos.test"
@@ -836,7 +836,7 @@ async def test_an_apps_engine_keeps_its_connect_args(
 
     from sqlalchemy import text
 
-    from fastapi_workos_authkit.database import make_engine
+    from fastapi_workos_authkit._sync.database import make_engine
 
     name = f"authkit-{uuid.uuid4().hex[:12]}"
     own = make_engine(database_url, connect_args={"application_name": name})
@@ -871,7 +871,7 @@ async def test_a_restarted_server_costs_one_retry_not_an_error(
     database_url: str,
     mode: str,
 ) -> None:
-    from fastapi_workos_authkit.database import make_engine
+    from fastapi_workos_authkit._sync.database import make_engine
 
     # Without pre-ping, so the read itself must cope with dead pooled connections.
     own = make_engine(database_url, pool_pre_ping=False)
@@ -964,7 +964,7 @@ async def test_the_read_pool_is_closed_with_the_lifespan(
 async def test_workos_unreachable_during_a_jit_fetch_is_503(
     client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory
 ) -> None:
-    from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient
+    from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSClient
 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)

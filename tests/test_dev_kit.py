@@ -30,11 +30,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fastapi_workos_authkit import AuthKit, WorkOSUser
+from fastapi_workos_authkit._routes.signatures import verify_signature
 from fastapi_workos_authkit.cli import main
 from fastapi_workos_authkit.dev import DevError, DevServer, DevState
 from fastapi_workos_authkit.dev.actions import call_action
 from fastapi_workos_authkit.dev.delivery import WebhookQueue
-from fastapi_workos_authkit.signatures import verify_signature
 from fastapi_workos_authkit.testing import factories, user_registration_action
 
 from .conftest import app_client, session_for

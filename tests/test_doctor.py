@@ -21,22 +21,22 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from fastapi_workos_authkit import AuthKit, WorkOSLease, WorkOSSyncState
-from fastapi_workos_authkit.cli import main
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.doctor import (
+from fastapi_workos_authkit._ops.doctor import (
     Check,
     DoctorReport,
     max_connections_per_process,
     run_doctor,
 )
-from fastapi_workos_authkit.recovery import EVENTS_LAST_RUN
-from fastapi_workos_authkit.testing import factories
-from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
-from fastapi_workos_authkit.testing.tokens import TokenFactory
-from fastapi_workos_authkit.webhook_endpoints import (
+from fastapi_workos_authkit._ops.webhook_endpoints import (
     create_webhook_endpoint,
     update_webhook_endpoint,
 )
+from fastapi_workos_authkit._recovery.recovery import EVENTS_LAST_RUN
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit.cli import main
+from fastapi_workos_authkit.testing import factories
+from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
+from fastapi_workos_authkit.testing.tokens import TokenFactory
 from tests.conftest import WEBHOOK_SECRET, app_client, deliver
 
 pytestmark = pytest.mark.anyio
@@ -107,7 +107,7 @@ async def add_endpoint(
 
 
 def everything_needed(kit: AuthKit) -> list[str]:
-    from fastapi_workos_authkit.webhook_endpoints import needed_event_types
+    from fastapi_workos_authkit._ops.webhook_endpoints import needed_event_types
 
     return list(needed_event_types(kit))
 

@@ -25,11 +25,11 @@ from fastapi_workos_authkit import (
     ConfigurationError,
     User,
     WorkOSUser,
-    workos_api,
 )
-from fastapi_workos_authkit.database import create_tables
+from fastapi_workos_authkit._recovery import workos_api
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import TokenFactory, factories
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
 from tests.conftest import CLIENT_ID
 
 BASE = "https://api.workos.test"
@@ -561,7 +561,7 @@ async def test_a_ttl_of_zero_remembers_nothing(
 async def test_the_memory_of_404s_is_bounded(
     client: httpx.AsyncClient, authkit: AuthKit, workos: FakeWorkOS, tokens: TokenFactory
 ) -> None:
-    from fastapi_workos_authkit import dependencies
+    from fastapi_workos_authkit._auth import dependencies
 
     bound = dependencies.NOT_FOUND_CACHE_SIZE
     for index in range(bound + 5):

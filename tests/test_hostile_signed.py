@@ -19,13 +19,15 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, WorkOSEventRecord, WorkOSUser
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.events import (
+from fastapi_workos_authkit._recovery import EVENTS_CURSOR, ledger_id
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSClient
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit._sync.events import (
     MAX_EMAIL_LENGTH,
     MAX_EVENT_ID_LENGTH,
     MAX_EVENT_TYPE_LENGTH,
 )
-from fastapi_workos_authkit.reconcile import EVENTS_CURSOR, ledger_id
+from fastapi_workos_authkit._sync.untrusted_json import MAX_JSON_DEPTH
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from fastapi_workos_authkit.testing.actions import (
     signed_action_request,
@@ -33,8 +35,6 @@ from fastapi_workos_authkit.testing.actions import (
     verify_action_response,
 )
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
-from fastapi_workos_authkit.untrusted_json import MAX_JSON_DEPTH
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient
 from tests.conftest import ACTION_SECRET, WEBHOOK_SECRET, build_app, deliver
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
 
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "migrations"

@@ -31,8 +31,8 @@ from fastapi_workos_authkit import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.mirror import (
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit._sync.mirror import (
     KindCount,
     apply_deletion,
     apply_snapshots,
@@ -44,7 +44,7 @@ from fastapi_workos_authkit.mirror import (
     prune_tombstones,
     session_status,
 )
-from fastapi_workos_authkit.pipeline import SyncSession
+from fastapi_workos_authkit._sync.pipeline import SyncSession
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.factories import at
 from tests.conftest import WEBHOOK_SECRET, app_client, deliver

@@ -33,7 +33,7 @@ from fastapi_workos_authkit import (
     WorkOSSession,
     WorkOSUser,
 )
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from fastapi_workos_authkit.testing.factories import at
 from tests.conftest import WEBHOOK_SECRET, build_app

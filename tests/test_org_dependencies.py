@@ -24,8 +24,8 @@ from fastapi_workos_authkit import (
     WorkOSOrganizationMembership,
     WorkOSUser,
 )
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSClient
 from fastapi_workos_authkit.testing import FakeWorkOS, TokenFactory, factories, signed_delivery
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient
 from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
 
 pytestmark = pytest.mark.anyio

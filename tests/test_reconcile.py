@@ -21,16 +21,16 @@ from fastapi_workos_authkit import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.reconcile import EVENTS_CURSOR, USERS_CURSOR
-from fastapi_workos_authkit.testing import factories
-from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
-from fastapi_workos_authkit.workos_api import (
+from fastapi_workos_authkit._recovery import EVENTS_CURSOR, USERS_CURSOR
+from fastapi_workos_authkit._recovery.workos_api import (
     RetryPolicy,
     WorkOSAPIError,
     WorkOSAuthenticationError,
     WorkOSClient,
 )
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit.testing import factories
+from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
 from tests.conftest import WEBHOOK_SECRET, deliver
 
 pytestmark = pytest.mark.anyio
@@ -617,7 +617,7 @@ async def test_database_lost_mid_backfill_stops_cleanly_and_resumes(
     kit: AuthKit, fake: FakeWorkOS, engine: Engine, database_url: str
 ) -> None:
     from fastapi_workos_authkit import DatabaseUnavailableError
-    from fastapi_workos_authkit.database import make_engine
+    from fastapi_workos_authkit._sync.database import make_engine
 
     ids = [fake.create_user()["id"] for _ in range(150)]
     admin = make_engine(database_url)

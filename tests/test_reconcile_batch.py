@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import Effect, User, WorkOSUser, WorkOSUserTombstone
-from fastapi_workos_authkit.database import create_tables, lock_subjects, make_engine
+from fastapi_workos_authkit._sync.database import create_tables, lock_subjects, make_engine
+from fastapi_workos_authkit._sync.user_table import apply_user, apply_users
 from fastapi_workos_authkit.testing import factories
-from fastapi_workos_authkit.user_table import apply_user, apply_users
 
 
 def _seed(engine: Engine, stored: list[dict[str, Any]], tombstoned: list[str]) -> None:

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, ConfigurationError, Event, WorkOSLease, WorkOSUser
-from fastapi_workos_authkit.database import create_tables, make_engine
-from fastapi_workos_authkit.lease import Lease, LeaseLostError
+from fastapi_workos_authkit._recovery.lease import Lease, LeaseLostError
+from fastapi_workos_authkit._sync.database import create_tables, make_engine
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
 from tests.test_reconcile import Sleeps, db_users, fake_users, make_kit
 

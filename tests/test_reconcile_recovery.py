@@ -16,19 +16,19 @@ from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, Event, InvalidEventError, WorkOSEventRecord
 from fastapi_workos_authkit._clock import utcnow
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.lease import Lease, LeaseLostError
-from fastapi_workos_authkit.reconcile import (
+from fastapi_workos_authkit._recovery import (
     EVENTS_CURSOR,
     EVENTS_TYPES,
     EventsCursorExpiredError,
     EventTypesChangedError,
     Progress,
 )
-from fastapi_workos_authkit.tables import WorkOSSyncState
+from fastapi_workos_authkit._recovery.lease import Lease, LeaseLostError
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSClient
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit._sync.tables import WorkOSSyncState
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSClient
 from tests.conftest import deliver
 from tests.test_reconcile import (
     BASE_URL,

@@ -14,11 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from fastapi_workos_authkit import AuthKit, ConfigurationError, WorkOSEventRecord
-from fastapi_workos_authkit.cli import ExitCode
-from fastapi_workos_authkit.database import create_tables
-from fastapi_workos_authkit.events import parse_event
-from fastapi_workos_authkit.lease import Lease
-from fastapi_workos_authkit.reconcile import (
+from fastapi_workos_authkit._recovery import (
     EVENTS_CATCH_UP_CURSOR,
     EVENTS_CATCH_UP_POSITION,
     EVENTS_CATCH_UP_TYPES,
@@ -29,16 +25,20 @@ from fastapi_workos_authkit.reconcile import (
     ORGANIZATIONS_CURSOR,
     EventTypesChangedError,
 )
-from fastapi_workos_authkit.tables import (
+from fastapi_workos_authkit._recovery.lease import Lease
+from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit._sync.database import create_tables
+from fastapi_workos_authkit._sync.events import parse_event
+from fastapi_workos_authkit._sync.tables import (
     WorkOSOrganization,
     WorkOSOrganizationMembership,
     WorkOSSession,
     WorkOSTombstone,
     WorkOSUserTombstone,
 )
+from fastapi_workos_authkit.cli import ExitCode
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
-from fastapi_workos_authkit.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
 from tests.conftest import WEBHOOK_SECRET
 from tests.org_directory import MEMBERSHIPS, OrgDirectory
 from tests.test_cli import app_dir as app_dir

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fastapi_workos_authkit.errors import SignatureError
-from fastapi_workos_authkit.signatures import (
+from fastapi_workos_authkit._exceptions import SignatureError
+from fastapi_workos_authkit._routes.signatures import (
     compute_signature,
     parse_signature_header,
     sign_header,

@@ -27,8 +27,8 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from fastapi_workos_authkit import AuthKit, ConfigurationError, WorkOSUser
+from fastapi_workos_authkit._routes.swagger import MAX_FORM_SIZE
 from fastapi_workos_authkit.dev import DevServer, DevState
-from fastapi_workos_authkit.swagger import MAX_FORM_SIZE
 
 from .conftest import session_for
 

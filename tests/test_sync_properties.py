@@ -21,7 +21,7 @@ from sqlalchemy import Engine, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from fastapi_workos_authkit import AuthKit, Event, WorkOSEventRecord, WorkOSUser
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from fastapi_workos_authkit.testing.factories import at
 from tests.conftest import WEBHOOK_SECRET, build_app

@@ -23,14 +23,14 @@ from fastapi_workos_authkit import (
     AuthProvider,
     ConfigurationError,
 )
-from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
-from fastapi_workos_authkit.testing.tokens import b64url
-from fastapi_workos_authkit.tokens import (
+from fastapi_workos_authkit._auth.tokens import (
     InvalidTokenError,
     KeysUnavailableError,
     TokenVerifier,
     VerifiedTokenCache,
 )
+from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
+from fastapi_workos_authkit.testing.tokens import b64url
 
 pytestmark = pytest.mark.anyio
 

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastapi_workos_authkit.testing import encode, factories
-from fastapi_workos_authkit.untrusted_json import (
+from fastapi_workos_authkit._sync.untrusted_json import (
     MAX_JSON_DEPTH,
     UnsafeJSONError,
     clean_json,
     decode_json,
 )
+from fastapi_workos_authkit.testing import encode, factories
 
 
 def _walked(body: bytes) -> Any:

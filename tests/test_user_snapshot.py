@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session
 
 from fastapi_workos_authkit import AuthKit, Effect, Event, HandlerError, User, WorkOSUser
-from fastapi_workos_authkit.database import create_tables
+from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import factories
 
 
@@ -50,7 +50,7 @@ def test_snapshot_runs_the_handlers_of_the_effective_change(authkit: AuthKit) ->
 
 
 def test_snapshot_respects_tombstones(authkit: AuthKit) -> None:
-    from fastapi_workos_authkit.user_table import apply_user_deletion
+    from fastapi_workos_authkit._sync.user_table import apply_user_deletion
 
     with Session(authkit.engine) as session:
         apply_user_deletion(session, "user_01T", deleted_at=factories.at(0))
@@ -73,8 +73,8 @@ def test_a_failing_handler_rolls_the_snapshot_back(authkit: AuthKit) -> None:
 
 def test_a_page_of_snapshots_commits_with_what_before_commit_writes(authkit: AuthKit) -> None:
     """What a backfill relies on: its cursor row and the page commit together, or not at all."""
-    from fastapi_workos_authkit.recovery import write_state
-    from fastapi_workos_authkit.tables import WorkOSSyncState
+    from fastapi_workos_authkit._recovery.recovery import write_state
+    from fastapi_workos_authkit._sync.tables import WorkOSSyncState
 
     seen: list[str] = []
 

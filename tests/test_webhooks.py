@@ -22,7 +22,7 @@ from fastapi_workos_authkit import (
     WorkOSUser,
     WorkOSUserTombstone,
 )
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit._sync.database import make_engine
 from fastapi_workos_authkit.testing import factories, signed_delivery
 from tests.conftest import WEBHOOK_SECRET, app_client, deliver
 

@@ -21,10 +21,8 @@ import httpx
 import pytest
 
 from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit._webhooks_cli import run_webhooks
-from fastapi_workos_authkit.cli import build_parser, main
-from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
-from fastapi_workos_authkit.webhook_endpoints import (
+from fastapi_workos_authkit._cli.webhooks import run_webhooks
+from fastapi_workos_authkit._ops.webhook_endpoints import (
     WebhookSetupError,
     create_webhook_endpoint,
     delete_webhook_endpoint,
@@ -35,7 +33,9 @@ from fastapi_workos_authkit.webhook_endpoints import (
     setup_webhook_endpoint,
     update_webhook_endpoint,
 )
-from fastapi_workos_authkit.workos_api import WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit._recovery.workos_api import WorkOSAPIError, WorkOSClient
+from fastapi_workos_authkit.cli import build_parser, main
+from fastapi_workos_authkit.testing.fake_workos import FakeWorkOS, FakeWorkOSServer
 
 pytestmark = pytest.mark.anyio
 

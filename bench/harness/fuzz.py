@@ -30,7 +30,7 @@ import psycopg
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fastapi_workos_authkit.signatures import compute_signature
+from fastapi_workos_authkit._routes.signatures import compute_signature
 from fastapi_workos_authkit.testing import encode, factories
 from fastapi_workos_authkit.testing.actions import (
     authentication_action,

@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from fastapi_workos_authkit.database import make_engine
-from fastapi_workos_authkit.ledger import ledger_table
-from fastapi_workos_authkit.signatures import sign_header
+from fastapi_workos_authkit._routes.signatures import sign_header
+from fastapi_workos_authkit._sync.database import make_engine
+from fastapi_workos_authkit._sync.ledger import ledger_table
 from fastapi_workos_authkit.testing import encode, factories
 
 from . import wrk

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from fastapi_workos_authkit.signatures import sign_header
+from fastapi_workos_authkit._routes.signatures import sign_header
 
 # Answers worth retrying at once, as WorkOS retries any non-2xx: the database is away (503), a
 # worker died under the request (connection errors) or a proxy-ish failure.

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from fastapi_workos_authkit.tables import UTCDateTime
+from fastapi_workos_authkit import UTCDateTime
 
 
 # --8<-- [start:users]

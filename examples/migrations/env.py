@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import fastapi_workos_authkit.tables  # noqa: F401  (puts the workos_* tables on the metadata)
-from fastapi_workos_authkit.database import normalise_url
+# Importing the package puts the workos_* tables on SQLModel.metadata.
+from fastapi_workos_authkit import normalise_url
 
 # Import your own models here too, so their tables join the same metadata:
 # import myapp.models

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import fastapi_workos_authkit.tables
+import fastapi_workos_authkit
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

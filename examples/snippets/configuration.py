@@ -2,8 +2,7 @@
 
 import logging
 
-from fastapi_workos_authkit import AuthKit, AuthKitSettings
-from fastapi_workos_authkit.database import make_engine
+from fastapi_workos_authkit import AuthKit, AuthKitSettings, make_engine
 
 
 # --8<-- [start:environment]

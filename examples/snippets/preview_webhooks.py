@@ -3,8 +3,8 @@ run by tests/test_webhooks_cli.py against the testing kit's fake WorkOS."""
 
 from collections.abc import Callable
 
-from fastapi_workos_authkit import AuthKit
-from fastapi_workos_authkit.webhook_endpoints import (
+from fastapi_workos_authkit import (
+    AuthKit,
     delete_webhook_endpoints,
     setup_webhook_endpoint,
 )

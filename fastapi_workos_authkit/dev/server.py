@@ -16,6 +16,9 @@ memberships, the Events API):
 Every change is saved to the state folder and queued as a signed webhook to the app. Tokens are
 issued as ``https://api.workos.com/user_management/<dev client id>``, so the app's default issuer
 check passes while its keys come from ``WORKOS_API_BASE_URL``.
+
+The routes above are one small web app and share the state and the delivery queue, so they
+stay in one module, longer than most.
 """
 
 from __future__ import annotations

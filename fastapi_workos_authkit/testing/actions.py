@@ -14,8 +14,8 @@ import hmac
 import json
 from typing import Any
 
-from ..actions import SignedActionResponse, compact_json
-from ..errors import SignatureError
+from .._exceptions import SignatureError
+from .._routes.actions import SignedActionResponse, compact_json
 from .factories import at, iso, new_id, user
 from .webhooks import signed_delivery
 

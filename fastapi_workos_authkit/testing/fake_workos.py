@@ -25,6 +25,10 @@ on the next matching requests or only after ``skip`` of them (the Nth page of a 
 Changing users with `create_user`, `update_user` and `delete_user` appends the matching events,
 and so do `create_organization`, `update_organization`, `delete_organization`,
 `create_membership`, `update_membership` and `delete_membership`.
+
+Organizations, memberships and webhook endpoints already live in their own stores; what is
+left (users, events, faults, the server) shares one request dispatcher, so this module stays
+longer than most.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ..authkit import AuthKit
+from .._authkit import AuthKit
 from .actions import signed_action_request
 from .config import WorkOSTestConfig
 from .fake_workos import FakeWorkOS

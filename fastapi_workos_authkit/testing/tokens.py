@@ -32,7 +32,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..config import Clock
+from .._config import Clock
 
 
 def b64url(data: bytes) -> str:

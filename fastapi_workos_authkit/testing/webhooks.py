@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from ..signatures import sign_header
+from .._routes.signatures import sign_header
 
 
 def encode(payload: dict[str, Any]) -> bytes:

@@ -1,0 +1,1 @@
+"""Auth: access-token verification (JWKS), the current_user dependencies, providers."""

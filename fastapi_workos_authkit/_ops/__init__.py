@@ -1,0 +1,1 @@
+"""Operations: WorkOS webhook endpoint management and the doctor checks."""

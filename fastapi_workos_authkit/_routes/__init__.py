@@ -1,0 +1,1 @@
+"""Signed routes: signature checks, the webhook route and the Actions route."""

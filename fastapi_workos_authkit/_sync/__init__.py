@@ -1,0 +1,1 @@
+"""Sync core: parsed events, the mirror tables, the ledger and the one event pipeline."""
