@@ -31,8 +31,6 @@ from .._exceptions import InvalidEventError
 from .._exceptions import WorkOSAPIError as WorkOSAPIError
 from .._exceptions import WorkOSAuthenticationError as WorkOSAuthenticationError
 from .._sync.events import (
-    MAX_EMAIL_LENGTH,
-    MAX_USER_ID_LENGTH,
     Organization,
     OrganizationMembership,
     User,
@@ -431,38 +429,10 @@ def _decode(response: httpx.Response, path: str) -> dict[str, Any]:
 
 
 def _user(item: object, where: str) -> User:
-    """A user object from WorkOS, held to the same rules as a user in a webhook event.
-
-    Lone surrogates are replaced (as `clean_json` does for every signed body), so the user can
-    be stored on any database; a non-finite number, nesting past the limit, or an id or email
-    longer than its column is a `WorkOSAPIError` rather than a database error later.
-    """
-    cleaned, problems = clean_json(item)
-    if problems:
-        raise WorkOSAPIError(
-            f"WorkOS answered GET {where} with a user that cannot be stored: "
-            + "; ".join(sorted(problems))
-        )
-    try:
-        user = User.model_validate(cleaned)
-    except ValidationError as exc:
-        raise WorkOSAPIError(
-            f"WorkOS answered GET {where} with something that is not a user object: "
-            f"{_problems(exc)}"
-        ) from None  # the ValidationError's text quotes the input
-    too_long = [
-        f"{name} is longer than {limit} characters"
-        for name, value, limit in (
-            ("id", user.id, MAX_USER_ID_LENGTH),
-            ("email", user.email or "", MAX_EMAIL_LENGTH),
-        )
-        if len(value) > limit
-    ]
-    if too_long:
-        raise WorkOSAPIError(
-            f"WorkOS answered GET {where} with a user that cannot be stored: " + "; ".join(too_long)
-        )
-    return user
+    """A user object from WorkOS, held to the same rules as a user in a webhook event
+    (`_snapshot`): lone surrogates replaced; a non-finite number, nesting past the limit, or an
+    id or email longer than its column a `WorkOSAPIError` rather than a database error later."""
+    return _snapshot(User, "user", item, where)
 
 
 def _id_param(kind: str, value: str) -> str:
@@ -511,7 +481,9 @@ def _snapshot(model: type[M], what: str, item: object, where: str) -> M:
 
 
 def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+    # "an organization", but "a user": the words named here never start with a vowel sound
+    # spelled "u" ("a user"), so "u" is left out.
+    return f"an {word}" if word[0] in "aeio" else f"a {word}"
 
 
 def _problems(exc: ValidationError) -> str:
