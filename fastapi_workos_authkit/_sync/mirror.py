@@ -138,7 +138,6 @@ class MirrorKind:
         model: type[BaseModel],
         values: Callable[[Any], dict[str, Any]],
         handlers: Mapping[Effect, str],
-        event_types: Iterable[str],
         version_columns: Sequence[str],
         version: Callable[[Mapping[str, Any]], Any],
         tombstones: Table | None = None,
@@ -155,8 +154,9 @@ class MirrorKind:
         """Column values (keyed by column name) of one object of `model`."""
         self.handlers: Mapping[Effect, str] = dict(handlers)
         """Which handlers an effective change runs: handlers follow the table, not the event."""
-        self.event_types = frozenset(event_types)
-        """The WorkOS event types that change the table (for the Events API)."""
+        self.event_types = frozenset(self.handlers.values())
+        """The WorkOS event types that change the table (for the Events API): the same types
+        whose handlers follow its effective changes."""
         self.version = version
         """The version of a row or of an object's values: a greater one is newer."""
         self.tombstones = tombstones
@@ -195,7 +195,7 @@ class MirrorKind:
 
     def handler_types(self) -> frozenset[str]:
         """The event types whose handlers follow this kind's effective changes."""
-        return frozenset(self.handlers.values())
+        return self.event_types
 
     def lock(self, session: Session, ids: Iterable[str]) -> None:
         """Lock ``ids`` of this kind until the transaction ends (see `lock_subjects`)."""
@@ -297,17 +297,22 @@ def _table(model: Any) -> Table:
 
 _KIND_TOMBSTONES = _table(WorkOSTombstone)
 
+
+def _lifecycle(name: str) -> dict[Effect, str]:
+    """The handlers of a created/updated/deleted kind: ``{name}.created`` for an insert..."""
+    return {
+        Effect.INSERTED: f"{name}.created",
+        Effect.UPDATED: f"{name}.updated",
+        Effect.DELETED: f"{name}.deleted",
+    }
+
+
 USER = MirrorKind(
     "user",
     table=_table(WorkOSUser),
     model=User,
     values=user_values,
-    handlers={
-        Effect.INSERTED: "user.created",
-        Effect.UPDATED: "user.updated",
-        Effect.DELETED: "user.deleted",
-    },
-    event_types=("user.created", "user.updated", "user.deleted"),
+    handlers=_lifecycle("user"),
     version_columns=("updated_at",),
     version=_by_updated_at,
     tombstones=_table(WorkOSUserTombstone),
@@ -322,12 +327,7 @@ ORGANIZATION = MirrorKind(
     table=_table(WorkOSOrganization),
     model=Organization,
     values=organization_values,
-    handlers={
-        Effect.INSERTED: "organization.created",
-        Effect.UPDATED: "organization.updated",
-        Effect.DELETED: "organization.deleted",
-    },
-    event_types=("organization.created", "organization.updated", "organization.deleted"),
+    handlers=_lifecycle("organization"),
     version_columns=("updated_at",),
     version=_by_updated_at,
     tombstones=_KIND_TOMBSTONES,
@@ -341,16 +341,7 @@ MEMBERSHIP = MirrorKind(
     table=_table(WorkOSOrganizationMembership),
     model=OrganizationMembership,
     values=membership_values,
-    handlers={
-        Effect.INSERTED: "organization_membership.created",
-        Effect.UPDATED: "organization_membership.updated",
-        Effect.DELETED: "organization_membership.deleted",
-    },
-    event_types=(
-        "organization_membership.created",
-        "organization_membership.updated",
-        "organization_membership.deleted",
-    ),
+    handlers=_lifecycle("organization_membership"),
     version_columns=("updated_at",),
     version=_by_updated_at,
     tombstones=_KIND_TOMBSTONES,
@@ -365,7 +356,6 @@ SESSION = MirrorKind(
     model=AuthSession,
     values=session_values,
     handlers={Effect.INSERTED: "session.created", Effect.REVOKED: "session.revoked"},
-    event_types=("session.created", "session.revoked"),
     version_columns=("status", "updated_at"),
     version=_session_version,
     lock_prefix="session:",
