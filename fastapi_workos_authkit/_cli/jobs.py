@@ -84,31 +84,18 @@ async def _sync_events(
     return result, ExitCode.EVENTS_FAILED if result.failed else ExitCode.OK
 
 
-async def _backfill_users(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_users(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
+def _backfill(job: Callable[[AuthKit], Callable[..., Awaitable[Any]]]) -> Command:
+    """The command for one of `AuthKit`'s backfills (they share their flags and contract)."""
 
+    async def run(
+        kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
+    ) -> tuple[Any, ExitCode]:
+        result = await job(kit)(
+            run_handlers=not args.no_handlers, restart=args.restart, progress=progress
+        )
+        return result, ExitCode.OK
 
-async def _backfill_organizations(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_organizations(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
-
-
-async def _backfill_memberships(
-    kit: AuthKit, args: argparse.Namespace, progress: ProgressPrinter
-) -> tuple[Any, ExitCode]:
-    result = await kit.backfill_memberships(
-        run_handlers=not args.no_handlers, restart=args.restart, progress=progress
-    )
-    return result, ExitCode.OK
+    return run
 
 
 async def _replay_failed(
@@ -140,9 +127,9 @@ async def _status(
 
 _COMMANDS: dict[str, Command] = {
     "sync-events": _sync_events,
-    "backfill-users": _backfill_users,
-    "backfill-organizations": _backfill_organizations,
-    "backfill-memberships": _backfill_memberships,
+    "backfill-users": _backfill(lambda kit: kit.backfill_users),
+    "backfill-organizations": _backfill(lambda kit: kit.backfill_organizations),
+    "backfill-memberships": _backfill(lambda kit: kit.backfill_memberships),
     "replay-failed": _replay_failed,
     "prune": _prune,
     "status": _status,
