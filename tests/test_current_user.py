@@ -961,6 +961,54 @@ async def test_the_read_pool_is_closed_with_the_lifespan(
 
 
 @pytest.mark.anyio
+@pytest.mark.postgres_only
+async def test_concurrent_reads_batched_on_one_connection_each_get_their_own_answer(
+    jwks: FakeJWKS, clock: FakeClock, tokens: TokenFactory, database_url: str
+) -> None:
+    # One read connection, many requests at once: they queue and are read together, several
+    # keys per statement. Each must still get its own user, its own session's verdict, and a
+    # user that is not there must still be fetched just in time.
+    from fastapi_workos_authkit import AuthSession
+
+    authkit = make_authkit(None, jwks, clock, database_url=database_url, read_pool_size=1)  # type: ignore[arg-type]
+    assert authkit.users.resolved_mode() == "async"
+    app = make_app(authkit)
+    try:
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            sessions = []
+            for n in range(12):
+                seed_user(authkit, f"user_01B{n:02d}", email=f"b{n}@example.com")
+                status = "revoked" if n % 3 == 0 else "active"
+                sessions.append(
+                    factories.session(f"user_01B{n:02d}", f"session_01B{n:02d}", status=status)
+                )
+            authkit.pipeline.apply_snapshots(
+                [AuthSession.model_validate(s) for s in sessions], kind="session", source="test"
+            )
+            calls = [(f"user_01B{n:02d}", f"session_01B{n:02d}") for n in range(12)]
+            calls += [("user_01B01", "session_01B02"), ("user_01B01", None), ("user_01B05", None)]
+            responses = await asyncio.gather(
+                *(c.get("/me", headers=bearer(tokens.mint(user, sid=sid))) for user, sid in calls)
+            )
+            for (user, sid), response in zip(calls, responses, strict=True):
+                if sid is not None and int(sid[-2:]) % 3 == 0:
+                    assert response.status_code == 401, (user, sid, response.text)
+                    assert "The session was revoked" in response.headers["WWW-Authenticate"]
+                else:
+                    assert response.status_code == 200, (user, sid, response.text)
+                    assert response.json() == {
+                        "id": user,
+                        "email": f"b{int(user[-2:])}@example.com",
+                    }
+            assert authkit.users.read_pool_size() == 1
+    finally:
+        authkit.engine.dispose()
+
+
+@pytest.mark.anyio
 async def test_workos_unreachable_during_a_jit_fetch_is_503(
     client: httpx.AsyncClient, authkit: AuthKit, tokens: TokenFactory
 ) -> None:

@@ -16,18 +16,21 @@ connection budget: ``pool_size + max_overflow + read_pool_size`` (see the deploy
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Engine
 
 from .._exceptions import DatabaseUnavailableError
+from .._sync.database import driver_message
 
 logger = logging.getLogger("fastapi_workos_authkit")
+
+Params = Mapping[str, Any] | Sequence[Any]
 
 READ_POOL_TIMEOUT_SECONDS = 5.0
 """How long a read waits for a connection of the read pool before answering 503."""
@@ -64,7 +67,7 @@ class ReadPool:
         kwargs["autocommit"] = True
         self.size = size
         self.timeout = timeout
-        self._slots = asyncio.Semaphore(size)
+        self._slots = anyio.Semaphore(size)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             " ".join(str(a) for a in args),
             kwargs=kwargs,
@@ -82,15 +85,20 @@ class ReadPool:
         # Waiting here is far cheaper than waiting inside the pool, which then always has an
         # idle or a new connection for whoever gets through (measured: ~30 us less CPU a read
         # under 32 concurrent requests with 5 connections).
-        self._slots = asyncio.Semaphore(self.size)
+        self._slots = anyio.Semaphore(self.size)
         await self._pool.open(wait=False)
 
     async def aclose(self) -> None:
         """Close every connection of the pool."""
         await self._pool.close()
 
-    async def fetch_one(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """Run ``sql`` and return its first row, or ``None``.
+    async def fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        """Run ``sql`` and return its first row, or ``None`` (see `fetch_all`)."""
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """Run ``sql`` and return its rows.
 
         A connection found broken (a server restart, an idle timeout) is replaced by the pool;
         the pool's other idle connections are checked (`AsyncConnectionPool.check`, one round
@@ -99,14 +107,14 @@ class ReadPool:
         busy for the whole timeout.
         """
         slots = self._slots
-        if slots.locked():
+        try:
+            slots.acquire_nowait()  # no wait, no trip through the loop, when one is free
+        except anyio.WouldBlock:
             try:
-                async with asyncio.timeout(self.timeout):
+                with anyio.fail_after(self.timeout):
                     await slots.acquire()
             except TimeoutError:
                 raise self._exhausted() from None
-        else:
-            await slots.acquire()
         try:
             try:
                 return await self._fetch(sql, params)
@@ -125,9 +133,9 @@ class ReadPool:
                 f"current_user read pool within {self.timeout:g} s"
             ) from exc
         except psycopg.OperationalError as exc:
-            lines = str(exc).strip().splitlines()
-            reason = lines[0] if lines else type(exc).__name__
-            raise DatabaseUnavailableError(f"The database is unavailable: {reason}") from exc
+            raise DatabaseUnavailableError(
+                f"The database is unavailable: {driver_message(exc) or type(exc).__name__}"
+            ) from exc
         finally:
             slots.release()
 
@@ -141,13 +149,13 @@ class ReadPool:
         logger.error(message)
         return DatabaseUnavailableError(f"The database is unavailable: {message}")
 
-    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         # On any error or a cancelled request the pool inspects the connection it gets back and
         # closes it if it is broken or still busy, so the next read never inherits its state.
         connection = await self._pool.getconn()
         try:
             cursor = await connection.execute(sql, params)
-            return await cursor.fetchone()
+            return await cursor.fetchall()
         finally:
             await self._pool.putconn(connection)
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio.lowlevel
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -28,7 +29,8 @@ from .._sync.database import unavailable_as_error
 from .._sync.events import MAX_USER_ID_LENGTH
 from .._sync.tables import WorkOSSession, WorkOSUser, WorkOSUserTombstone
 from .just_in_time import JIT_TIMEOUT_SECONDS, JustInTime
-from .user_read_plan import _compile_plan, _fetch_on_engine, _params, _ReadPlan
+from .read_batches import ReadBatches
+from .user_read_plan import _batch_params, _compile_plan, _fetch_on_engine, _params, _ReadPlan
 
 if TYPE_CHECKING:
     from .._sync.pipeline import EventPipeline
@@ -40,6 +42,9 @@ logger = logging.getLogger("fastapi_workos_authkit")
 
 ReadMode = Literal["auto", "async", "thread"]
 """How `UserStore` runs its primary-key read."""
+
+_Read = tuple[WorkOSUser | None, str | None]
+"""A read's outcome: the user's row (or None) and the status of the token's session."""
 
 
 class SessionRevokedError(UserNotFoundError):
@@ -68,9 +73,10 @@ class UserStore:
       connect hooks only its own pool applies.
     * ``"async"``: awaited on the read pool (`psycopg_pool.AsyncConnectionPool`, at most
       ``read_pool_size`` autocommit connections opened from the engine's URL, not its
-      ``connect_args``): one round trip, no thread hop. The pool belongs to the app's lifespan
-      (opened on its first read, closed at shutdown); outside a lifespan the read runs as
-      ``"thread"``.
+      ``connect_args``): one round trip, no thread hop. Reads that find every connection busy
+      are answered together by one statement when one comes free (`ReadBatches`). The pool
+      belongs to the app's lifespan on asyncio (opened on its first read, closed at shutdown);
+      outside a lifespan, or on trio, the read runs as ``"thread"``.
     * ``"thread"``: ``engine.connect()`` in a worker thread, on the engine's own pool, exactly
       as the engine is configured. On SQLite, inside the lifespan, that thread is one reader
       thread fed by a queue (`ReadThread`): a local read takes microseconds, and anyio's
@@ -129,12 +135,14 @@ class UserStore:
         self._plan: tuple[Engine, bool, _ReadPlan] | None = None
         self._plan_lock = threading.Lock()  # reads in worker threads may build it concurrently
         self._read_pool: ReadPool | None = None
+        self._batches: ReadBatches[tuple[str, str | None], _Read] | None = None
         self._read_thread: ReadThread[tuple[WorkOSUser | None, str | None]] | None = None
         self._held: Connection | None = None  # the SQLite reader thread's own connection
         self._open_lock = anyio.Lock()
-        # The event loop of the lifespan that is running (None outside one): the read pool is
-        # opened and closed on it, and only reads on it may use the pool.
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # The event loop of the lifespan that is running, on asyncio (None outside one, or on
+        # another backend): the read pool and the reader thread are bound to it, so only
+        # reads on it may use them.
+        self._loop: anyio.lowlevel.EventLoopToken | None = None
         self._new_instance = inspect(WorkOSUser).class_manager.new_instance
 
     def resolved_mode(self) -> ReadMode:
@@ -221,30 +229,45 @@ class UserStore:
         otherwise, or outside the lifespan, in one of anyio's worker threads. Raises
         `DatabaseUnavailableError`.
         """
-        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+        if self._loop is not None and anyio.lowlevel.current_token() == self._loop:
             if self.resolved_mode() == "async":
-                pool = self._read_pool or await self._open_read_pool()
-                if pool is not None:
-                    plan = self._plan_for(self._engine())
-                    row = await pool.fetch_one(plan.sql, _params(plan, user_id, session_id))
-                    return self._build(plan, row)
+                batches = self._batches or await self._open_read_pool()
+                if batches is not None:
+                    return await batches.read((user_id, session_id))
             elif self._read_thread is not None:
                 return await self._read_thread.run((user_id, session_id))
         return await anyio.to_thread.run_sync(self.read_with_session, (user_id, session_id))
 
-    async def _open_read_pool(self) -> ReadPool | None:
+    async def _open_read_pool(self) -> ReadBatches[tuple[str, str | None], _Read] | None:
         async with self._open_lock:
-            if self._read_pool is None and self._loop is asyncio.get_running_loop():
+            if self._read_pool is None and self._loop == anyio.lowlevel.current_token():
                 from .read_pool import ReadPool  # psycopg is an optional dependency
 
                 pool = ReadPool(self._engine(), size=self._read_pool_size)
                 await pool.open()
                 self._read_pool = pool
-        return self._read_pool
+                # One batch in flight per connection of the pool.
+                self._batches = ReadBatches(self._read_many, concurrency=self._read_pool_size)
+        return self._batches
 
-    def _build(
-        self, plan: _ReadPlan, row: Sequence[Any] | None
-    ) -> tuple[WorkOSUser | None, str | None]:
+    async def _read_many(self, keys: Sequence[tuple[str, str | None]]) -> list[_Read]:
+        """Reads ``keys`` on the read pool: one key by the single read, several by one statement
+        (`ReadBatches` decides; the read of one key is the cheaper statement)."""
+        pool = self._read_pool
+        if pool is None:  # closed while this batch waited for its turn
+            raise DatabaseUnavailableError("The database is unavailable: AuthKit is shutting down")
+        plan = self._plan_for(self._engine())
+        if len(keys) == 1 or plan.batch_sql is None:
+            return [
+                self._build(plan, await pool.fetch_one(plan.sql, _params(plan, *key)))
+                for key in keys
+            ]
+        found: list[_Read] = [(None, None)] * len(keys)
+        for row in await pool.fetch_all(plan.batch_sql, _batch_params(plan, keys)):
+            found[row[0] - 1] = self._build(plan, row[1:])
+        return found
+
+    def _build(self, plan: _ReadPlan, row: Sequence[Any] | None) -> _Read:
         if row is None:
             return None, None
         values = {}
@@ -268,7 +291,12 @@ class UserStore:
 
         On SQLite the reader thread starts; the PostgreSQL read pool opens on the first read.
         """
-        self._loop = asyncio.get_running_loop()
+        token = anyio.lowlevel.current_token()
+        if not isinstance(token.native_token, asyncio.AbstractEventLoop):
+            # psycopg's pool and the reader thread's hand-back are asyncio's; on another
+            # backend (trio) every read runs in one of anyio's worker threads.
+            return
+        self._loop = token
         if self._read_thread is None and self._engine().dialect.name == "sqlite":
             from .read_thread import ReadThread
 
@@ -331,6 +359,7 @@ class UserStore:
     async def aclose(self) -> None:
         """Close the read pool and stop the reader thread (the engine's pool is left alone)."""
         pool, self._read_pool = self._read_pool, None
+        self._batches = None
         thread, self._read_thread = self._read_thread, None
         self._loop = None
         if thread is not None:
