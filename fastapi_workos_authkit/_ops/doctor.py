@@ -111,17 +111,7 @@ async def run_doctor(
     checks += await _webhooks(profile, url)
     if database_ok:
         checks += await anyio.to_thread.run_sync(_sync_checks, profile)
-    maximum = profile.max_connections_per_process()
-    checks.append(
-        Check(
-            "connections",
-            "info",
-            f"at most {maximum} database connections per process"
-            if maximum is not None
-            else "connections per process: not counted by AuthKit (SQLite, or an engine= of "
-            "the app's, whose pool_size + max_overflow is the budget)",
-        )
-    )
+    checks.append(_connections(profile))
     if app:
         checks = [replace(c, fix=c.fix.replace(APP_PLACEHOLDER, app)) for c in checks]
     return DoctorReport(tuple(checks))
@@ -535,6 +525,26 @@ def _cursor_check(state: dict[str, str | None], now: datetime) -> Check:
             schedule,
         )
     return Check("sync", "ok", f"the Events API catch-up ran {days:.1f} days ago (cursor {cursor})")
+
+
+def _connections(profile: AppProfile) -> Check:
+    try:
+        maximum = profile.max_connections_per_process()
+    except Exception:  # counting needs the engine's dialect; the database check said why not
+        return Check(
+            "connections",
+            "info",
+            "connections per process: not counted (the engine cannot be built: see the "
+            "database check)",
+        )
+    return Check(
+        "connections",
+        "info",
+        f"at most {maximum} database connections per process"
+        if maximum is not None
+        else "connections per process: not counted by AuthKit (SQLite, or an engine= of "
+        "the app's, whose pool_size + max_overflow is the budget)",
+    )
 
 
 def summary(checks: Sequence[Check]) -> str:
