@@ -36,8 +36,9 @@ from ._auth.dependencies import (
 from ._auth.providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
 from ._auth.tokens import TokenVerifier
 from ._config import AuthKitSettings, Clock
+from ._ops.profile import AppProfile, handler_names
 from ._recovery.backfill import backfill_memberships, backfill_organizations, backfill_users
-from ._recovery.events_sync import sync_events
+from ._recovery.events_sync import event_types_in_play, sync_events
 from ._recovery.poller import EventsPoller
 from ._recovery.prune import DEFAULT_SESSION_RETENTION, prune
 from ._recovery.reconcile_results import (
@@ -255,6 +256,28 @@ class AuthKit:
     def auth_config_providers(self) -> list[dict[str, str]]:
         """`providers` in the seed's shape (``type, issuer, algorithm, jwks, applicationID``)."""
         return [provider.as_dict() for provider in self.providers()]
+
+    def app_profile(self) -> AppProfile:
+        """What `run_doctor` and the webhook-endpoint functions read of this app, taken now.
+
+        The event types in play, the handlers by name and whether Action handlers exist are
+        read when it is built; the engine, the WorkOS client, the JWKS URLs and the connection
+        count stay getters, built on first use as here. Apps rarely need it: those functions
+        take the `AuthKit` and call this themselves.
+        """
+        return AppProfile(
+            settings=self.settings,
+            engine=lambda: self.engine,
+            workos_api=lambda: self.workos_api,
+            jwks_urls=lambda: sorted({provider.jwks for provider in self.providers()}),
+            http_transport=self.http_transport,
+            clock=self.clock,
+            max_connections_per_process=lambda: self.max_connections_per_process,
+            event_types_in_play=tuple(event_types_in_play(self._recovery)),
+            mirrored_kinds=self.pipeline.mirrored,
+            handler_names=handler_names(self.handlers),
+            has_action_handlers=bool(self.action_handlers),
+        )
 
     @property
     def token_verifier(self) -> TokenVerifier:

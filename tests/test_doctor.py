@@ -467,3 +467,21 @@ async def test_the_per_process_connection_maximum_is_reported(
     else:
         assert maximum is None
         assert line.startswith("connections per process: not counted by AuthKit")
+
+
+async def test_a_database_driver_that_is_not_installed_is_a_finding_not_a_crash(
+    fake: FakeWorkOS,
+) -> None:
+    """Counting connections needs the engine's dialect; when the engine cannot even be built,
+    the database check says why, and the count is skipped instead of raising out of doctor."""
+    kit = kit_for(fake, "postgresql+nodriver://doctor@localhost/app")
+    try:
+        report = await run_doctor(kit)
+    finally:
+        await kit.shutdown()
+    (database,) = lines(report, "fail", "database")
+    assert database.startswith("cannot reach the database at postgresql+nodriver://doctor@")
+    (line,) = lines(report, "info", "connections")
+    assert line == (
+        "connections per process: not counted (the engine cannot be built: see the database check)"
+    )

@@ -19,8 +19,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from sqlalchemy.exc import NoSuchModuleError
 
-from fastapi_workos_authkit import AuthKit
+from fastapi_workos_authkit import AuthKit, ConfigurationError
 from fastapi_workos_authkit._cli.webhooks import run_webhooks
 from fastapi_workos_authkit._ops.webhook_endpoints import (
     WebhookSetupError,
@@ -45,7 +46,7 @@ USER_TYPES = ["user.created", "user.deleted", "user.updated"]
 
 APP_MODULE = textwrap.dedent(
     """
-    from fastapi_workos_authkit import AuthKit
+    from fastapi_workos_authkit import AuthKit, ConfigurationError
 
     authkit = AuthKit(additional_event_types=["organization_domain.verified"])
 
@@ -203,6 +204,31 @@ def test_needed_set_is_explicit_names_from_users_kinds_handlers_and_settings() -
     assert needed["role.created"].handlers[0].endswith("<lambda>")
     with pytest.raises(WebhookSetupError, match="without wildcards"):
         needed_event_types(kit, ["user.*"])
+
+
+def test_the_needed_set_reads_what_the_app_listens_to_and_builds_nothing() -> None:
+    """`needed_event_types` reads the app's `AppProfile`: the engine, the WorkOS client and the
+    token issuers stay unbuilt, so a database driver that is not installed or an unusable JWKS
+    base URL (doctor's findings) cannot stop `webhooks setup`."""
+    kit = AuthKit(
+        database_url="postgresql+nodriver://u@localhost/db",
+        api_base_url="ftp://nowhere",
+        client_id="client_01LAZY",
+        additional_event_types=["dsync.user.created"],
+    )
+    kit.add_handler("role.created", lambda session, event: None)
+    kit.add_action_handler("authentication", lambda session, action, response: None)
+    profile = kit.app_profile()
+    needed = needed_event_types(kit)
+    # The webhooks and the Events API catch-up ask for the same types.
+    assert sorted(needed) == list(profile.event_types_in_play)
+    assert needed["role.created"].handlers == profile.handler_names["role.created"]
+    assert profile.has_action_handlers
+    assert profile.mirrored_kinds == {"user", "organization", "organization_membership", "session"}
+    with pytest.raises(ConfigurationError, match="must be an http"):
+        profile.jwks_urls()  # built only when doctor checks the JWKS
+    with pytest.raises(NoSuchModuleError):
+        profile.engine()  # built only when doctor checks the database
 
 
 def test_urls_match_without_trailing_slash_or_query_and_duplicates_are_refused() -> None:

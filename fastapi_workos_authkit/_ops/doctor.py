@@ -11,7 +11,8 @@ something is broken now, a warn that something will be, or may be. The groups:
 5. sync: failed ledger events, the Events API catch-up's age against WorkOS's 30-day retention,
    the leases held; and the most database connections one process opens (info).
 
-Everything is read; nothing is changed.
+Everything is read; nothing is changed. The checks read the app through its `AppProfile`
+(settings, engine, WorkOS client, what it listens to), never through the facade.
 
 It is longer than most modules because the five groups of checks read as one list, top to
 bottom, in the order the report prints them; split, the order would live in a sixth place.
@@ -33,19 +34,19 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from .._auth.jwks import _read_entry, _SkippedEntry
-from .._authkit import AuthKit
 from .._recovery.recovery import EVENTS_CURSOR, EVENTS_LAST_RUN, parse_time
 from .._recovery.workos_api import WorkOSAPIError, WorkOSAuthenticationError
 from .._sync.database import driver_message
 from .._sync.tables import TABLES, EventStatus, WorkOSEventRecord, WorkOSLease, WorkOSSyncState
+from .profile import AppProfile, ProfileSource
 from .webhook_endpoints import (
     EventNeed,
     WebhookEndpoint,
     WebhookSetupError,
     _path,
     endpoints_for_url,
+    event_needs,
     list_webhook_endpoints,
-    needed_event_types,
     webhook_path,
 )
 
@@ -81,44 +82,36 @@ class DoctorReport:
         return any(c.status == "fail" for c in self.checks)
 
 
-def max_connections_per_process(authkit: AuthKit) -> int | None:
+def max_connections_per_process(authkit: ProfileSource) -> int | None:
     """The most database connections one process opens through ``authkit``.
 
     ``None`` when it is not counted (SQLite, or an engine of the app's); see
     `AuthKit.max_connections_per_process`.
     """
-    return authkit.max_connections_per_process
+    return authkit.app_profile().max_connections_per_process()
 
 
 async def run_doctor(
-    authkit: AuthKit, *, url: str | None = None, app: str | None = None
+    authkit: ProfileSource, *, url: str | None = None, app: str | None = None
 ) -> DoctorReport:
     """Run every check against ``authkit``'s settings, database and WorkOS environment.
 
     Args:
         authkit: The app's `AuthKit` (its handlers and mirrored kinds decide the event types
-            the webhook endpoint must be subscribed to).
+            the webhook endpoint must be subscribed to). The checks read only its
+            `AppProfile`, so any object with an ``app_profile()`` method will do.
         url: Check only the webhook endpoint with this URL, when several end with the path.
         app: The ``--app`` target, written into the fixes (``<module:attr>`` otherwise).
     """
+    profile = authkit.app_profile()
     checks: list[Check] = []
-    checks += _settings(authkit)
-    database_ok = await _database(authkit, checks)
-    checks += await _tokens(authkit)
-    checks += await _webhooks(authkit, url)
+    checks += _settings(profile)
+    database_ok = await _database(profile, checks)
+    checks += await _tokens(profile)
+    checks += await _webhooks(profile, url)
     if database_ok:
-        checks += await anyio.to_thread.run_sync(_sync_checks, authkit)
-    maximum = max_connections_per_process(authkit)
-    checks.append(
-        Check(
-            "connections",
-            "info",
-            f"at most {maximum} database connections per process"
-            if maximum is not None
-            else "connections per process: not counted by AuthKit (SQLite, or an engine= of "
-            "the app's, whose pool_size + max_overflow is the budget)",
-        )
-    )
+        checks += await anyio.to_thread.run_sync(_sync_checks, profile)
+    checks.append(_connections(profile))
     if app:
         checks = [replace(c, fix=c.fix.replace(APP_PLACEHOLDER, app)) for c in checks]
     return DoctorReport(tuple(checks))
@@ -127,8 +120,8 @@ async def run_doctor(
 # -- 1. settings ------------------------------------------------------------------------------
 
 
-def _settings(authkit: AuthKit) -> list[Check]:
-    s = authkit.settings
+def _settings(profile: AppProfile) -> list[Check]:
+    s = profile.settings
     checks: list[Check] = []
 
     def is_set(name: str, value: object, enables: str, missing: Check) -> None:
@@ -165,17 +158,17 @@ def _settings(authkit: AuthKit) -> list[Check]:
     is_set(
         "WORKOS_WEBHOOK_SECRET",
         s.webhook_secret,
-        f"the webhook route ({webhook_path(authkit)}) can verify deliveries",
+        f"the webhook route ({webhook_path(s)}) can verify deliveries",
         Check(
             "settings",
             "warn",
             "WORKOS_WEBHOOK_SECRET is not set: authkit.router() refuses to mount the webhook "
             "route, so no event is received",
             "run webhooks setup --url https://<your app>"
-            f"{webhook_path(authkit)} and set the secret it prints as WORKOS_WEBHOOK_SECRET",
+            f"{webhook_path(s)} and set the secret it prints as WORKOS_WEBHOOK_SECRET",
         ),
     )
-    actions = bool(authkit.action_handlers)
+    actions = profile.has_action_handlers
     is_set(
         "WORKOS_ACTION_SECRET",
         s.action_secret,
@@ -206,9 +199,9 @@ def _safe_url(url: object) -> str:
         return "(the configured database)"
 
 
-async def _database(authkit: AuthKit, checks: list[Check]) -> bool:
+async def _database(profile: AppProfile, checks: list[Check]) -> bool:
     def inspect_schema() -> tuple[set[str], list[str] | None]:
-        with authkit.engine.connect() as connection:
+        with profile.engine().connect() as connection:
             connection.execute(text("SELECT 1"))
             names = set(inspect(connection).get_table_names())
             versions = None
@@ -217,9 +210,9 @@ async def _database(authkit: AuthKit, checks: list[Check]) -> bool:
                 versions = sorted(str(row[0]) for row in rows)
             return names, versions
 
-    where = _safe_url(authkit.settings.database_url)
+    where = _safe_url(profile.settings.database_url)
     try:
-        where = _safe_url(authkit.engine.url)
+        where = _safe_url(profile.engine().url)
         names, versions = await anyio.to_thread.run_sync(inspect_schema)
     except Exception as exc:  # any failure to connect is the finding itself
         detail = driver_message(exc) or type(exc).__name__
@@ -237,7 +230,7 @@ async def _database(authkit: AuthKit, checks: list[Check]) -> bool:
     missing = sorted(t.name for t in TABLES if t.name not in names)
     if not missing:
         checks.append(Check("database", "ok", f"all {len(TABLES)} workos_* tables exist"))
-    elif authkit.settings.create_tables:
+    elif profile.settings.create_tables:
         checks.append(
             Check(
                 "database",
@@ -296,14 +289,14 @@ def _alembic(versions: list[str] | None) -> Check:
 # -- 3. tokens --------------------------------------------------------------------------------
 
 
-async def _tokens(authkit: AuthKit) -> list[Check]:
-    client_id = authkit.settings.client_id
+async def _tokens(profile: AppProfile) -> list[Check]:
+    client_id = profile.settings.client_id
     if not client_id:
         return [Check("tokens", "info", "JWKS not checked: WORKOS_CLIENT_ID is not set")]
     checks = []
-    urls = sorted({provider.jwks for provider in authkit.providers()})
+    urls = profile.jwks_urls()
     async with httpx.AsyncClient(
-        transport=authkit.http_transport, timeout=authkit.settings.jwks_timeout
+        transport=profile.http_transport, timeout=profile.settings.jwks_timeout
     ) as http:
         for url in urls:
             checks.append(await _jwks(http, url, client_id))
@@ -354,13 +347,13 @@ async def _jwks(http: httpx.AsyncClient, url: str, client_id: str) -> Check:
 # -- 4. webhooks ------------------------------------------------------------------------------
 
 
-async def _webhooks(authkit: AuthKit, url: str | None) -> list[Check]:
-    if authkit.settings.api_key is None:
+async def _webhooks(profile: AppProfile, url: str | None) -> list[Check]:
+    if profile.settings.api_key is None:
         return [Check("webhooks", "info", "endpoint not checked: WORKOS_API_KEY is not set")]
-    path = webhook_path(authkit)
+    path = webhook_path(profile.settings)
     setup = f"fastapi-workos-authkit webhooks setup --url {url or f'https://<your app>{path}'}"
     try:
-        endpoints = await list_webhook_endpoints(authkit.workos_api)
+        endpoints = await list_webhook_endpoints(profile.workos_api())
     except WorkOSAuthenticationError as exc:
         return [
             Check(
@@ -401,7 +394,7 @@ async def _webhooks(authkit: AuthKit, url: str | None) -> list[Check]:
             )
         )
     try:
-        needed = needed_event_types(authkit)
+        needed = event_needs(profile)
     except WebhookSetupError as exc:  # a wildcard in additional_event_types
         checks.append(Check("webhooks", "fail", str(exc), "fix additional_event_types"))
         return checks
@@ -462,10 +455,10 @@ def _endpoint_checks(endpoint: WebhookEndpoint, needed: dict[str, EventNeed]) ->
 # -- 5. sync ----------------------------------------------------------------------------------
 
 
-def _sync_checks(authkit: AuthKit) -> list[Check]:
-    now = datetime.fromtimestamp(authkit.clock(), UTC)
+def _sync_checks(profile: AppProfile) -> list[Check]:
+    now = datetime.fromtimestamp(profile.clock(), UTC)
     try:
-        with Session(authkit.engine) as session:
+        with Session(profile.engine()) as session:
             failed = session.exec(
                 select(func.count())
                 .select_from(WorkOSEventRecord)
@@ -532,6 +525,26 @@ def _cursor_check(state: dict[str, str | None], now: datetime) -> Check:
             schedule,
         )
     return Check("sync", "ok", f"the Events API catch-up ran {days:.1f} days ago (cursor {cursor})")
+
+
+def _connections(profile: AppProfile) -> Check:
+    try:
+        maximum = profile.max_connections_per_process()
+    except Exception:  # counting needs the engine's dialect; the database check said why not
+        return Check(
+            "connections",
+            "info",
+            "connections per process: not counted (the engine cannot be built: see the "
+            "database check)",
+        )
+    return Check(
+        "connections",
+        "info",
+        f"at most {maximum} database connections per process"
+        if maximum is not None
+        else "connections per process: not counted by AuthKit (SQLite, or an engine= of "
+        "the app's, whose pool_size + max_overflow is the budget)",
+    )
 
 
 def summary(checks: Sequence[Check]) -> str:

@@ -9,7 +9,9 @@ or a preview-environment hook can call them directly::
 
 `needed_event_types` is the one place that decides which event types an app needs, so that
 ``webhooks setup`` and ``doctor`` agree (``additional_event_types`` count for both). Names are
-explicit (``user.created``...), never wildcards: WorkOS routes webhooks by exact name.
+explicit (``user.created``...), never wildcards: WorkOS routes webhooks by exact name. The
+functions given ``authkit`` read only its `AppProfile` (`ProfileSource`): the facade is never
+imported here.
 
 The signing secret comes back only from the create call. That call is never retried: a retry
 after a lost answer would make a second endpoint and lose the first one's secret.
@@ -22,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .._authkit import AuthKit
+from .._config import AuthKitSettings
 from .._exceptions import WebhookSetupError as WebhookSetupError
-from .._recovery.events_sync import event_types_in_play
 from .._recovery.workos_api import (
     WorkOSAPIError,
     WorkOSClient,
@@ -34,6 +35,7 @@ from .._recovery.workos_api import (
     _list_data,
 )
 from .._sync.mirror import KINDS
+from .profile import AppProfile, ProfileSource
 
 __all__ = [
     "CreatedWebhookEndpoint",
@@ -46,6 +48,7 @@ __all__ = [
     "delete_webhook_endpoint",
     "delete_webhook_endpoints",
     "endpoints_for_url",
+    "event_needs",
     "list_webhook_endpoints",
     "needed_event_types",
     "plan_setup",
@@ -84,38 +87,34 @@ class EventNeed:
         return ", ".join(parts)
 
 
-def _handler_name(handler: Any) -> str:
-    module = getattr(handler, "__module__", None) or "?"
-    name = getattr(handler, "__qualname__", None) or type(handler).__name__
-    return f"{module}.{name}"
-
-
-def needed_event_types(authkit: AuthKit, extra: Iterable[str] = ()) -> dict[str, EventNeed]:
+def needed_event_types(authkit: ProfileSource, extra: Iterable[str] = ()) -> dict[str, EventNeed]:
     """Every event type ``authkit`` needs delivered, by name, with the reasons.
 
     ``user.created``, ``user.updated``, ``user.deleted``; the types of every mirrored kind; every
     type with a registered handler; ``additional_event_types``; and ``extra`` (``--events``).
     """
-    mirrored = set(authkit.pipeline.mirrored)
+    return event_needs(authkit.app_profile(), extra)
+
+
+def event_needs(profile: AppProfile, extra: Iterable[str] = ()) -> dict[str, EventNeed]:
+    """`needed_event_types` of an app described by ``profile``."""
     by_type: dict[str, dict[str, Any]] = {}
 
     def need(event_type: str) -> dict[str, Any]:
         return by_type.setdefault(event_type, {"handlers": [], "mirrored": None, "extra": False})
 
     # What the Events API catch-up asks for, so that webhooks and the catch-up agree.
-    for event_type in event_types_in_play(authkit._recovery):
+    for event_type in profile.event_types_in_play:
         need(event_type)
     for event_type in USER_EVENT_TYPES:
         need(event_type)["mirrored"] = "user"
     for kind in KINDS.values():
-        if kind.name in mirrored:
+        if kind.name in profile.mirrored_kinds:
             for event_type in kind.event_types:
                 need(event_type)["mirrored"] = kind.name
-    for event_type in authkit.handlers.event_types():
-        need(event_type)["handlers"] = [
-            _handler_name(h) for h in authkit.handlers.for_type(event_type)
-        ]
-    for event_type in (*authkit.settings.additional_event_types, *extra):
+    for event_type, names in profile.handler_names.items():
+        need(event_type)["handlers"] = list(names)
+    for event_type in (*profile.settings.additional_event_types, *extra):
         need(event_type)["extra"] = True
     for event_type in by_type:
         if not event_type or "*" in event_type:
@@ -129,9 +128,9 @@ def needed_event_types(authkit: AuthKit, extra: Iterable[str] = ()) -> dict[str,
     }
 
 
-def webhook_path(authkit: AuthKit) -> str:
+def webhook_path(settings: AuthKitSettings) -> str:
     """The path of the app's webhook route: ``{prefix}/webhook``."""
-    return f"{authkit.settings.prefix}/webhook"
+    return f"{settings.prefix}/webhook"
 
 
 def _path(url: str) -> str:
@@ -349,7 +348,7 @@ class SetupResult:
 
 
 async def setup_webhook_endpoint(
-    authkit: AuthKit,
+    authkit: ProfileSource,
     url: str,
     *,
     events: Iterable[str] = (),
@@ -361,8 +360,9 @@ async def setup_webhook_endpoint(
     ``confirm`` is asked before any change; answering ``False`` changes nothing
     (``applied=False``). Raises `WebhookSetupError` when several endpoints share the URL.
     """
-    client = authkit.workos_api
-    wanted = needed_event_types(authkit, events)
+    profile = authkit.app_profile()
+    client = profile.workos_api()
+    wanted = event_needs(profile, events)
     plan = plan_setup(await list_webhook_endpoints(client), url, wanted)
     if plan.action == "none":
         return SetupResult(plan, plan.endpoint, applied=True)
@@ -382,13 +382,13 @@ async def setup_webhook_endpoint(
 
 
 async def delete_webhook_endpoints(
-    authkit: AuthKit,
+    authkit: ProfileSource,
     url: str,
     *,
     confirm: Callable[[list[WebhookEndpoint]], bool] | None = None,
 ) -> list[WebhookEndpoint]:
     """Delete every endpoint whose URL is ``url``; returns those deleted (none if declined)."""
-    client = authkit.workos_api
+    client = authkit.app_profile().workos_api()
     matching = endpoints_for_url(await list_webhook_endpoints(client), url)
     if not matching or (confirm is not None and not confirm(matching)):
         return []

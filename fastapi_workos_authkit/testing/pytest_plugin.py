@@ -37,7 +37,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from .._authkit import AuthKit
+# From the public root, as an app imports it: the fixtures build and hand out the facade.
+from .. import AuthKit
 from .actions import signed_action_request
 from .config import WorkOSTestConfig
 from .fake_workos import FakeWorkOS
