@@ -47,8 +47,8 @@ from ._exceptions import ConfigurationError
 DEFAULT_API_HOSTNAME = "api.workos.com"
 DEFAULT_API_BASE_URL = "https://api.workos.com"
 DEFAULT_DATABASE_URL = "sqlite:///./workos_authkit.db"
-DEFAULT_POOL_SIZE = 5
-DEFAULT_MAX_OVERFLOW = 10
+DEFAULT_POOL_SIZE = 10
+DEFAULT_MAX_OVERFLOW = 5
 DEFAULT_READ_POOL_SIZE = 5
 ONE_MIB = 1024 * 1024
 MAX_LEEWAY = 300.0

@@ -21,7 +21,7 @@ from fastapi_workos_authkit import (
 )
 from fastapi_workos_authkit.testing import factories
 from fastapi_workos_authkit.testing.factories import at
-from tests.conftest import deliver
+from tests.conftest import WEBHOOK_SECRET, app_client, deliver
 
 pytestmark = pytest.mark.anyio
 
@@ -405,3 +405,110 @@ async def test_an_event_the_database_cannot_store_is_refused_alike_on_both_datab
     with Session(engine) as session:
         assert session.get(WorkOSEventRecord, payload["id"]) is None
         assert session.get(WorkOSUser, "user_poison") is None
+
+
+@pytest.mark.anyio
+@pytest.mark.postgres_only
+async def test_the_claim_takes_the_objects_advisory_lock_in_the_same_statement(
+    authkit: AuthKit, engine: Engine
+) -> None:
+    # On PostgreSQL the ledger claim and the user's advisory lock are one statement; the
+    # handler (inside the same transaction) must find the lock held by its own backend.
+    from sqlalchemy import text
+
+    from fastapi_workos_authkit._sync.database import ADVISORY_NAMESPACE, advisory_key
+
+    held: list[int] = []
+
+    @authkit.on("user.created")
+    def count_locks(session: Session, event: Any) -> None:
+        held.append(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = :namespace AND objid = :key"
+                ),
+                {
+                    "namespace": ADVISORY_NAMESPACE,
+                    "key": advisory_key(event.data.id) & 0xFFFFFFFF,  # pg_locks shows oids
+                },
+            ).scalar_one()
+        )
+
+    from sqlalchemy import event as sqlalchemy_event
+
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    payload = factories.user_created("user_01LOCKED", event_id="event_01LOCKED")
+    async with app_client(authkit) as client:
+        sqlalchemy_event.listen(authkit.engine, "before_cursor_execute", record)
+        try:
+            first = await deliver(client, payload)
+            again = await deliver(client, payload)
+        finally:
+            sqlalchemy_event.remove(authkit.engine, "before_cursor_execute", record)
+    assert first.json()["status"] == "applied"
+    assert again.json()["status"] == "duplicate"
+    assert held == [1]
+    # No statement of its own for the lock: each delivery's claim carries it.
+    locking = [s for s in statements if "pg_advisory_xact_lock" in s]
+    assert len(locking) == 2
+    assert all("INSERT INTO workos_events" in s for s in locking)
+
+
+@pytest.mark.anyio
+async def test_deliveries_past_the_pools_size_wait_their_turn_on_the_loop(
+    database_url: str,
+) -> None:
+    # A burst larger than pool_size must not open (and close) overflow connections: at most
+    # pool_size transactions run at once, the rest wait for a slot, and every one is applied.
+    import threading
+
+    import anyio
+
+    from fastapi_workos_authkit import make_engine
+
+    engine = make_engine(database_url, pool_size=2, max_overflow=10)
+    authkit = AuthKit(webhook_secret=WEBHOOK_SECRET, engine=engine)
+    lock = threading.Lock()
+    release = threading.Event()
+    running: list[int] = []
+    active = 0
+
+    @authkit.on("user.created")
+    def hold(session: Session, event: Any) -> None:
+        nonlocal active
+        with lock:
+            active += 1
+            running.append(active)
+        release.wait(10)
+        with lock:
+            active -= 1
+
+    try:
+        async with app_client(authkit) as client:
+            responses: list[httpx.Response] = []
+
+            async def send(n: int) -> None:
+                payload = factories.user_created(f"user_01BURST{n}", event_id=f"event_01BURST{n}")
+                responses.append(await deliver(client, payload))
+
+            async with anyio.create_task_group() as group:
+                for n in range(6):
+                    group.start_soon(send, n)
+                with anyio.fail_after(10):
+                    # SQLite runs one writer at a time anyway; PostgreSQL runs two.
+                    busy = 1 if engine.dialect.name == "sqlite" else 2
+                    # The state to wait for lives in worker threads: poll it.
+                    while authkit.pipeline.threads.waiting() < 6 - 2 or active < busy:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                assert authkit.pipeline.threads.size() == 2
+                release.set()
+        assert [r.json()["status"] for r in responses] == ["applied"] * 6
+        assert max(running) <= 2
+    finally:
+        release.set()
+        engine.dispose()

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
@@ -107,7 +106,7 @@ def add_webhook_route(
             logger.warning("webhook refused: %s", exc)
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         try:
-            result = await anyio.to_thread.run_sync(
+            result = await pipeline.threads.run_sync(
                 lambda: pipeline.process(event, payload, source="webhook")
             )
         except EventFailedError as exc:

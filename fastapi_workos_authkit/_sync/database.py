@@ -91,26 +91,49 @@ def create_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=list(TABLES))
 
 
-_ADVISORY_NAMESPACE = 0x574B4F53  # "WKOS": apps keep every other namespace for their own locks
+ADVISORY_NAMESPACE = 0x574B4F53  # "WKOS": apps keep every other namespace for their own locks
+_HELD = "fastapi_workos_authkit.advisory_locks"
+"""``session.info`` key: (the transaction, the advisory keys it holds)."""
+
+
+def advisory_key(subject: str) -> int:
+    """The second half of a subject's advisory lock key (the first is `ADVISORY_NAMESPACE`):
+    a signed 32-bit hash of the subject."""
+    return zlib.crc32(subject.encode("utf-8")) - 2**31
+
+
+def note_locked(session: Session, keys: Iterable[int]) -> None:
+    """Record that the session's transaction took the advisory locks ``keys`` itself (in a
+    statement of its own making), so `lock_subjects` does not ask for them again."""
+    transaction = session.get_transaction()
+    held: tuple[object, set[int]] | None = session.info.get(_HELD)
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info[_HELD] = held
+    held[1].update(keys)
 
 
 def lock_subjects(session: Session, subject_ids: Iterable[str]) -> None:
     """Serialise work on some subjects (user ids) across instances, until the transaction ends.
 
     PostgreSQL takes transaction-scoped advisory locks, in one round trip and in sorted key order
-    so two lockers of overlapping sets cannot deadlock. SQLite needs nothing: sync transactions
-    begin with ``BEGIN IMMEDIATE`` (`begin_immediate`), which holds the database-wide write lock.
+    so two lockers of overlapping sets cannot deadlock; keys the transaction already holds
+    (`note_locked`) cost nothing. SQLite needs nothing: sync transactions begin with
+    ``BEGIN IMMEDIATE`` (`begin_immediate`), which holds the database-wide write lock.
     """
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return
     # Advisory keys are two signed 32-bit ints: our namespace, then a hash of the id.
-    keys = sorted({zlib.crc32(subject.encode("utf-8")) - 2**31 for subject in subject_ids})
+    keys = sorted({advisory_key(subject) for subject in subject_ids})
+    held = session.info.get(_HELD)
+    if held is not None and held[0] is session.get_transaction():
+        keys = [key for key in keys if key not in held[1]]
     # On the connection: a Core statement needs none of the ORM's execute machinery.
     if len(keys) == 1:
-        connection.execute(_LOCK_ONE, {"namespace": _ADVISORY_NAMESPACE, "key": keys[0]})
-    else:
-        connection.execute(_LOCK_MANY, {"namespace": _ADVISORY_NAMESPACE, "keys": keys})
+        connection.execute(_LOCK_ONE, {"namespace": ADVISORY_NAMESPACE, "key": keys[0]})
+    elif keys:
+        connection.execute(_LOCK_MANY, {"namespace": ADVISORY_NAMESPACE, "keys": keys})
 
 
 _LOCK_ONE = text("SELECT pg_advisory_xact_lock(:namespace, :key)")
