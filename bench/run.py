@@ -1,6 +1,6 @@
 """Run the load and fault scenarios against the bench app on two uvicorn workers and PostgreSQL.
 
-    .venv/bin/python bench/run.py                      # the full run (all seven scenarios)
+    .venv/bin/python bench/run.py                      # the full run (every scenario)
     .venv/bin/python bench/run.py --smoke              # small counts, a minute or two
     .venv/bin/python bench/run.py --smoke --scenarios 1,2,5   # what CI runs
 
@@ -51,6 +51,8 @@ SIZES = {
         "token_cache_size": 10000,
         "ingest_deliveries": 3000,
         "ingest_rounds": 2,
+        "current_user_seconds": 3,
+        "current_user_rounds": 3,
     },
     "smoke": {
         "storm_users": 100,
@@ -65,6 +67,8 @@ SIZES = {
         "token_cache_size": 1000,
         "ingest_deliveries": 300,
         "ingest_rounds": 1,
+        "current_user_seconds": 1,
+        "current_user_rounds": 1,
     },
 }
 
@@ -80,8 +84,9 @@ NAMES = {
     5: "bad input",
     6: "memory",
     7: "webhook ingest beside the floor (wrk)",
+    8: "current_user beside the floor, one worker (wrk)",
 }
-WRK_SCENARIOS = (3, 4, 6, 7)
+WRK_SCENARIOS = (3, 4, 6, 7, 8)
 """The scenarios that use wrk (apt-get install wrk) as load generator."""
 
 
@@ -258,13 +263,23 @@ async def scenario_7(run: Run) -> dict[str, Any]:
     )
 
 
+async def scenario_8(run: Run) -> dict[str, Any]:
+    from bench.harness.current_user import scenario_current_user
+
+    return await scenario_current_user(
+        run.postgres.url,
+        seconds=run.size["current_user_seconds"],
+        rounds=run.size["current_user_rounds"],
+    )
+
+
 SCENARIOS: dict[int, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     1: scenario_1,
     2: scenario_2,
     5: scenario_5,
 }
 if wrk.available():
-    SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6, 7: scenario_7})
+    SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6, 7: scenario_7, 8: scenario_8})
 
 
 def _print_result(number: int, result: dict[str, Any]) -> None:
@@ -310,7 +325,9 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="small counts (what CI runs)")
     parser.add_argument(
-        "--scenarios", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers (1-7)"
+        "--scenarios",
+        default=",".join(str(number) for number in NAMES),
+        help=f"comma-separated scenario numbers (1-{max(NAMES)})",
     )
     parser.add_argument("--output", help="where to write the JSON results")
     args = parser.parse_args()
