@@ -36,6 +36,7 @@ from ._auth.dependencies import (
 from ._auth.providers import AuthProvider, ProviderLike, coerce_providers, workos_providers
 from ._auth.tokens import TokenVerifier
 from ._config import AuthKitSettings, Clock
+from ._lifespan_tasks import LifespanTasks
 from ._ops.profile import AppProfile, handler_names
 from ._recovery.backfill import backfill_memberships, backfill_organizations, backfill_users
 from ._recovery.events_sync import event_types_in_play, sync_events
@@ -155,6 +156,9 @@ class AuthKit:
         self.action_handlers = ActionRegistry()
         self.extra_providers = coerce_providers(extra_providers)
         self._token_verifier: TokenVerifier | None = None
+        # The lifespan's task group, for the JWKS refreshes no request should wait for. Kept
+        # here, not in the verifier: `override` rebuilds the verifier while a lifespan runs.
+        self._lifespan_tasks = LifespanTasks()
         self.users = UserStore(
             engine=lambda: self.engine,
             owns_engine=self._owns_engine,
@@ -288,6 +292,7 @@ class AuthKit:
                 transport=self.http_transport,
                 clock=self.clock,
                 options=self.settings.token_settings(),
+                tasks=self._lifespan_tasks,
             )
         return self._token_verifier
 
@@ -707,19 +712,27 @@ class AuthKit:
 
         Creates the missing tables (unless ``create_tables=False``), and documents the 401,
         403 and 503 answers of the app's routes that use this package's dependencies (see
-        `document_responses`). An app with its own lifespan nests it:
-        ``async with authkit.lifespan(app): yield``.
+        `document_responses`). While the app runs, it holds the task group where stale signing
+        keys are refreshed without making a request wait. An app with its own lifespan nests
+        it: ``async with authkit.lifespan(app): yield``.
         """
         if app is not None:
             self.document_responses(app)
         await self.startup()
         try:
-            yield
+            # Inside startup/shutdown: the group ends (its refreshes cancelled) before shutdown
+            # closes the JWKS clients they use.
+            async with self._lifespan_tasks.running():
+                yield
         finally:
             await self.shutdown()
 
     async def startup(self) -> None:
-        """What the lifespan does on start-up; call it yourself if you cannot use the lifespan."""
+        """What the lifespan does on start-up; call it yourself if you cannot use the lifespan.
+
+        Without the lifespan there is no task group to refresh stale signing keys in the
+        background: the request that finds them stale refreshes them (see `lifespan`).
+        """
         if self.settings.create_tables:
             await anyio.to_thread.run_sync(create_package_tables, self.engine)
         await self.users.open()

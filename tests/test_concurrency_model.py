@@ -6,6 +6,7 @@
 - An async Action handler runs on the loop, and its session refuses database I/O there: its
   queries go through ``await session.run_sync(...)`` in a worker thread.
 - The Events API poller lives in an anyio task group.
+- Work that outlives a request (the JWKS refresh) runs in the lifespan's task group.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fastapi_workos_authkit import (
     User,
     UserRegistrationAction,
 )
+from fastapi_workos_authkit._lifespan_tasks import LifespanTasks
 from fastapi_workos_authkit._recovery import EventsPoller
 from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import (
@@ -318,3 +320,77 @@ async def test_the_poller_must_be_stopped_by_the_task_that_started_it() -> None:
     assert not poller.running
     assert runs == 1
     await poller.stop()  # stopping twice is harmless
+
+
+# --- LifespanTasks: the lifespan's task group, for work no request waits for ------------------
+
+
+async def test_lifespan_tasks_run_work_past_the_caller_until_the_lifespan_ends() -> None:
+    tasks = LifespanTasks()
+    finished: list[str] = []
+    cancelled: list[str] = []
+    release = anyio.Event()
+
+    async def work(name: str) -> None:
+        try:
+            await release.wait()
+            finished.append(name)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(name)
+            raise
+
+    # Outside a lifespan nothing would outlive the caller: start_soon refuses, runs nothing.
+    assert not tasks.start_soon(lambda: work("outside"), name="outside")
+    async with tasks.running():
+        assert tasks.start_soon(lambda: work("first"), name="first")
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert finished == ["first"]
+        release = anyio.Event()
+        assert tasks.start_soon(lambda: work("pending"), name="pending")
+        async with tasks.running():  # a nested lifespan on the same loop shares the group
+            pass
+        await anyio.wait_all_tasks_blocked()
+        assert cancelled == []
+    # The lifespan ended: the work still running was cancelled, and waited for.
+    assert (finished, cancelled) == (["first"], ["pending"])
+    assert not tasks.start_soon(lambda: work("after"), name="after")
+
+
+async def test_lifespan_tasks_log_a_failing_work_and_keep_the_lifespan_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = LifespanTasks()
+
+    ran: list[str] = []
+
+    async def broken() -> None:
+        raise ValueError("unforeseen")
+
+    async def healthy() -> None:
+        ran.append("healthy")
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        async with tasks.running():
+            assert tasks.start_soon(broken, name="broken work")
+            await anyio.wait_all_tasks_blocked()
+            # The group was not cancelled (that would cancel the lifespan's task with it): the
+            # lifespan goes on past a checkpoint, and later work still runs.
+            await anyio.lowlevel.checkpoint()
+            assert tasks.start_soon(healthy, name="healthy work")
+            await anyio.wait_all_tasks_blocked()
+            ran.append("lifespan")
+    assert ran == ["healthy", "lifespan"]
+    (record,) = [r for r in caplog.records if r.name == LOGGER]
+    assert record.getMessage() == "the background task broken work failed"
+    assert record.exc_info is not None
+
+
+async def test_an_error_in_the_lifespan_body_propagates_as_itself() -> None:
+    # Not wrapped in the ExceptionGroup a task group raises for its host task's errors: an app's
+    # lifespan sees the exception it raised.
+    tasks = LifespanTasks()
+    with pytest.raises(ValueError, match="app failed"):
+        async with tasks.running():
+            raise ValueError("app failed")

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
@@ -20,6 +21,7 @@ from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, User, Work
 from fastapi_workos_authkit._sync.user_table import apply_user_deletion
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, factories
 from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
+from tests.gated_transport import GatedTransport
 
 BASE = "https://api.workos.test"
 
@@ -385,6 +387,91 @@ async def test_jwks_warm_outage_keeps_working(
     await authkit.token_verifier.key_sources[0].wait_for_refresh()
     assert jwks.requests == 2  # the background refresh failed; the keys are still served
     assert (await client.get("/me", headers=bearer(tokens.mint("user_01A")))).is_success
+
+
+@pytest.mark.anyio
+async def test_inside_the_lifespan_stale_keys_are_refreshed_while_requests_are_answered(
+    engine: Engine,
+    jwks: FakeJWKS,
+    tokens: TokenFactory,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    workos = GatedTransport(jwks.handle)  # WorkOS answering slowly: no request may wait on it
+    authkit = AuthKit(
+        client_id=CLIENT_ID,
+        webhook_secret=WEBHOOK_SECRET,
+        api_key="sk_test_key",
+        api_base_url=BASE,
+        engine=engine,
+        http_transport=workos.transport(),
+        clock=clock,
+    )
+    app = make_app(authkit)
+    with caplog.at_level(logging.WARNING, logger="fastapi_workos_authkit"):
+        async with (
+            authkit.lifespan(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+        ):
+            seed_user(authkit, "user_01A")
+            (source,) = authkit.token_verifier.key_sources
+            workos.hold()
+            clock.now += 601  # past the TTL
+            with anyio.fail_after(10):  # a request waiting for WorkOS would wait forever
+                for _ in range(5):
+                    response = await c.get("/me", headers=bearer(tokens.mint("user_01A")))
+                    assert response.status_code == 200, response.text
+                await anyio.wait_all_tasks_blocked()
+            # One refresh, in the lifespan's task group, waiting at WorkOS; none answered yet.
+            assert (source.fetches, workos.waiting, jwks.requests) == (2, 1, 1)
+            assert source.refreshing
+            rotated = RSAKeyPair.generate()
+            jwks.keys = [rotated, tokens.key]
+            workos.release()
+            await source.wait_for_refresh()
+            assert not source.refreshing
+            assert jwks.requests == 2
+            response = await c.get("/me", headers=bearer(tokens.mint("user_01A", key=rotated)))
+            assert response.status_code == 200  # the rotated key, known without a refetch
+            assert jwks.requests == 2
+            # The app stops while a refresh waits at WorkOS: it is cancelled, not waited for.
+            workos.hold()
+            clock.now += 601
+            assert (await c.get("/me", headers=bearer(tokens.mint("user_01A")))).is_success
+            await anyio.wait_all_tasks_blocked()
+            assert workos.waiting == 1
+        assert not source.refreshing
+        assert workos.waiting == 0
+    assert jwks.requests == 2
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_without_the_lifespan_stale_keys_are_refreshed_by_the_request_that_finds_them(
+    authkit: AuthKit, tokens: TokenFactory, jwks: FakeJWKS, clock: FakeClock
+) -> None:
+    app = make_app(authkit)
+    with TestClient(app):  # the lifespan once: tables, keys
+        seed_user(authkit, "user_01A")
+    assert jwks.requests == 1
+    rotated = RSAKeyPair.generate()
+    jwks.keys = [rotated]  # WorkOS dropped the old key
+    clock.now += 601  # past the TTL
+    # Without the lifespan, TestClient runs each request on a fresh event loop: no task group
+    # outlives a request, so the request that finds the keys stale refreshes them itself.
+    client = TestClient(app)
+    try:
+        response = client.get("/me", headers=bearer(tokens.mint("user_01A")))
+        assert response.status_code == 200  # answered with the cached key...
+        assert jwks.requests == 2  # ...after its own refresh, done before the answer
+        (source,) = authkit.token_verifier.key_sources
+        assert not source.refreshing
+        response = client.get("/me", headers=bearer(tokens.mint("user_01A")))
+        assert_invalid_token(response, "unknown key")  # the refresh took effect
+        response = client.get("/me", headers=bearer(tokens.mint("user_01A", key=rotated)))
+        assert response.status_code == 200
+        assert jwks.requests == 2
+    finally:
+        authkit.users.dispose()  # no lifespan ran to close the connections
 
 
 @pytest.mark.anyio

@@ -144,3 +144,99 @@ def test_relative_imports_resolve_from_the_importing_module() -> None:
     assert absolute("_authkit", 2, "fastapi_workos_authkit._ops.doctor", False) == FACADE_MODULE
     assert absolute("_authkit", 1, "fastapi_workos_authkit", True) == FACADE_MODULE
     assert absolute(None, 1, "fastapi_workos_authkit.cli", False) == PACKAGE
+
+
+# --- One concurrency model: anyio, not asyncio --------------------------------------------------
+#
+# The package runs on anyio (docs/architecture.md, "What runs on the loop, what runs in a
+# thread"): its locks, events, task groups and threads work on any backend and are checked by
+# anyio's rules. asyncio is imported only where asyncio is the point, each module below with
+# its reason; anything else that needs background work, a lock or an event uses anyio's.
+
+ASYNCIO_MODULES = {
+    # It must know whether the running loop is asyncio's, to use the two asyncio-only readers
+    # below (and fall back to anyio's worker threads on trio).
+    "_auth/user_store.py": "checks that the backend is asyncio before using its readers",
+    # Its reader thread hands each batch of results back with loop.call_soon_threadsafe, one
+    # wake-up of the loop per batch, without waiting for it; anyio's way back to the loop
+    # (anyio.from_thread) makes the thread wait for the loop on every result, which costs what
+    # the thread exists to save. asyncio-only by design (docs/architecture.md, what runs where).
+    "_auth/read_thread.py": "hands results back to the loop with call_soon_threadsafe",
+}
+
+
+def asyncio_imports(source: str) -> list[str]:
+    """Every place ``source`` imports asyncio or one of its submodules, in any block, including
+    through ``importlib.import_module`` or ``__import__``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        where = f"line {getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Import):
+            found += [f"{where}: import {a.name}" for a in node.names if _is_asyncio(a.name)]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and _is_asyncio(node.module or ""):
+                names = ", ".join(alias.name for alias in node.names)
+                found.append(f"{where}: from {node.module} import {names}")
+        elif isinstance(node, ast.Call) and node.args:
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else None
+            called = node.func.id if isinstance(node.func, ast.Name) else called
+            first = node.args[0]
+            if (
+                called in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and _is_asyncio(first.value)
+            ):
+                found.append(f"{where}: {called}({first.value!r})")
+    return found
+
+
+def _is_asyncio(name: str) -> bool:
+    return name == "asyncio" or name.startswith("asyncio.")
+
+
+def test_no_module_but_the_listed_ones_imports_asyncio() -> None:
+    offenders = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        relative = path.relative_to(PACKAGE_DIR).as_posix()
+        if relative in ASYNCIO_MODULES:
+            continue
+        found = asyncio_imports(path.read_text("utf-8"))
+        if found:
+            offenders[relative] = found
+    assert offenders == {}, (
+        "these modules import asyncio: use anyio's locks, events, task groups and threads "
+        "instead (see docs/architecture.md, what runs on the loop, what runs in a thread)"
+    )
+
+
+def test_every_module_allowed_asyncio_exists_and_uses_it() -> None:
+    # A stale entry would silently allow asyncio back into a future module of that name.
+    for allowed in ASYNCIO_MODULES:
+        assert asyncio_imports((PACKAGE_DIR / allowed).read_text("utf-8")) != [], allowed
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import asyncio",
+        "import asyncio.events",
+        "from asyncio import Lock",
+        "from asyncio.tasks import create_task",
+        "import anyio, asyncio as aio",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import asyncio",
+        "def later():\n    import asyncio",
+        "import importlib\nimportlib.import_module('asyncio')",
+        "__import__('asyncio')",
+    ],
+)
+def test_the_asyncio_guard_sees_every_way_to_import_it(source: str) -> None:
+    assert asyncio_imports(source) != []
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["import anyio", "from anyio import Lock", "from .asyncio_helpers import x", "import asyncpg"],
+)
+def test_the_asyncio_guard_lets_anyio_through(source: str) -> None:
+    assert asyncio_imports(source) == []

@@ -7,11 +7,16 @@ floods are checked by counting the requests the fake JWKS received.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import jose.backends
 import pytest
@@ -29,8 +34,10 @@ from fastapi_workos_authkit._auth.tokens import (
     TokenVerifier,
     VerifiedTokenCache,
 )
+from fastapi_workos_authkit._lifespan_tasks import LifespanTasks
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, tamper_header
 from fastapi_workos_authkit.testing.tokens import b64url
+from tests.gated_transport import GatedTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -448,40 +455,176 @@ async def test_a_stale_cache_serves_known_keys_while_one_refresh_runs_in_the_bac
     tokens: TokenFactory, clock: FakeClock
 ) -> None:
     served = FakeJWKS(tokens, api_base_url=BASE)
-    gate = asyncio.Event()
-    gate.set()
-
-    async def slow_jwks(request: httpx.Request) -> httpx.Response:
-        await gate.wait()  # WorkOS answering slowly: a request must not wait for it
-        return served.handle(request)
-
+    workos = GatedTransport(served.handle)  # WorkOS answering slowly: no request may wait on it
+    tasks = LifespanTasks()
     verifier = TokenVerifier(
         providers(),
-        transport=httpx.MockTransport(slow_jwks),
+        transport=workos.transport(),
+        clock=clock,
+        options=AuthKitSettings(jwks_cache_ttl=600, jwks_refetch_cooldown=30).token_settings(),
+        tasks=tasks,
+    )
+    async with tasks.running():  # what AuthKit.lifespan holds open
+        await verifier.preload()
+        assert served.requests == 1
+        workos.hold()
+        clock.advance(601)
+        # Without stale-while-revalidate this would wait at the gate forever (the guard fails it).
+        with anyio.fail_after(10):
+            for n in range(20):
+                assert (await verifier.verify(tokens.mint(f"user_01S{n}"))).sub == f"user_01S{n}"
+            await anyio.wait_all_tasks_blocked()  # let the background refresh reach the gate
+        (source,) = verifier.key_sources
+        assert (source.fetches, workos.waiting, served.requests) == (2, 1, 1)  # one refresh
+        assert source.refreshing
+        rotated = RSAKeyPair.generate()
+        served.keys = [rotated, tokens.key]
+        workos.release()
+        await source.wait_for_refresh()
+        assert served.requests == 2
+        assert not source.refreshing
+        assert rotated.kid in source.kids
+        # An unknown kid still waits for a (throttled) fetch; inside the cooldown none happens.
+        with pytest.raises(InvalidTokenError, match="unknown key"):
+            await verifier.verify(tokens.mint(key=RSAKeyPair.generate()))
+        assert served.requests == 2
+    await verifier.aclose()
+
+
+async def test_without_a_lifespan_the_request_that_finds_the_cache_stale_refreshes_it(
+    tokens: TokenFactory, clock: FakeClock
+) -> None:
+    # No task group outlives a request then (a script, a bare TestClient): the first request
+    # past the TTL refreshes inline, and the requests arriving meanwhile are served from the
+    # cache at once rather than queueing behind it.
+    served = FakeJWKS(tokens, api_base_url=BASE)
+    workos = GatedTransport(served.handle)
+    verifier = TokenVerifier(
+        providers(),
+        transport=workos.transport(),
         clock=clock,
         options=AuthKitSettings(jwks_cache_ttl=600, jwks_refetch_cooldown=30).token_settings(),
     )
     await verifier.preload()
-    assert served.requests == 1
-    gate.clear()
-    clock.advance(601)
-    # Without stale-while-revalidate this would wait on the gate forever (the guard fails it).
-    with anyio.fail_after(10):
-        for n in range(20):
-            assert (await verifier.verify(tokens.mint(f"user_01S{n}"))).sub == f"user_01S{n}"
-    await asyncio.sleep(0)  # let the background refresh reach the transport
     (source,) = verifier.key_sources
-    assert (source.fetches, served.requests) == (2, 1)  # one refresh, waiting at the gate
-    assert source.refreshing
+    workos.hold()
+    clock.advance(601)
     rotated = RSAKeyPair.generate()
     served.keys = [rotated, tokens.key]
-    gate.set()
-    await source.wait_for_refresh()
-    assert served.requests == 2
+    first: list[str] = []
+
+    async def first_request() -> None:
+        first.append((await verifier.verify(tokens.mint("user_01FIRST"))).sub)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first_request)
+            await anyio.wait_all_tasks_blocked()
+            assert (workos.waiting, first) == (1, [])  # the first request waits for WorkOS...
+            assert source.refreshing
+            for n in range(20):  # ...the others do not, and start no second refresh
+                assert (await verifier.verify(tokens.mint(f"user_01S{n}"))).sub == f"user_01S{n}"
+            assert (source.fetches, workos.waiting) == (2, 1)
+            workos.release()
+    assert first == ["user_01FIRST"]
     assert not source.refreshing
     assert rotated.kid in source.kids
-    # An unknown kid still waits for a (throttled) fetch; inside the cooldown none happens.
-    with pytest.raises(InvalidTokenError, match="unknown key"):
-        await verifier.verify(tokens.mint(key=RSAKeyPair.generate()))
     assert served.requests == 2
+    await source.wait_for_refresh()  # nothing left to wait for
     await verifier.aclose()
+
+
+def test_the_refresh_lock_belongs_to_each_event_loop(
+    tokens: TokenFactory, clock: FakeClock
+) -> None:
+    # Two event loops in two threads share one verifier (two test clients, say). A lock held on
+    # one loop must not make the other wait on it, or fail: an anyio lock (like asyncio's) only
+    # wakes waiters of its own loop. Loop A's fetch blocks at WorkOS holding A's refresh lock;
+    # loop B's refetch for an unknown kid gets its own lock, sees the attempt A made within the
+    # cooldown, and answers at once.
+    served = FakeJWKS(tokens, api_base_url=BASE)
+    reached, release = threading.Event(), threading.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if not release.is_set():
+            reached.set()
+            await anyio.to_thread.run_sync(release.wait)
+        return served.handle(request)
+
+    verifier = TokenVerifier(
+        providers(), transport=httpx.MockTransport(handle), clock=clock, options=None
+    )
+    errors: list[BaseException] = []
+
+    def loop_a() -> None:
+        async def verify() -> None:
+            assert (await verifier.verify(tokens.mint("user_01A"))).sub == "user_01A"
+
+        try:
+            anyio.run(verify)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=loop_a)
+    thread.start()
+    try:
+        assert reached.wait(10)
+
+        async def loop_b() -> None:
+            with anyio.fail_after(10), pytest.raises(KeysUnavailableError):
+                await verifier.verify(tokens.mint("user_01B"))
+
+        anyio.run(loop_b)
+    finally:
+        release.set()
+        thread.join(10)
+    assert errors == []
+    assert served.requests == 1
+
+
+def test_a_key_source_follows_the_app_to_a_new_event_loop(
+    tokens: TokenFactory, clock: FakeClock
+) -> None:
+    # A bare TestClient runs each request on a fresh event loop. The JWKS client's keep-alive
+    # connection belongs to the loop that opened it; reused on the next loop it would fail with
+    # "Event loop is closed". A real socket, since only a real connection is kept alive.
+    served = FakeJWKS(tokens, api_base_url=BASE)
+    with jwks_http_server(served) as url:
+        verifier = TokenVerifier([AuthProvider(issuer=tokens.issuer, jwks=url)], clock=clock)
+        for n in range(3):
+            key = RSAKeyPair.generate()  # a new kid each time: each run fetches the JWKS
+            served.keys = [key]
+            clock.advance(31)
+            claims = anyio.run(verifier.verify, tokens.mint(f"user_01L{n}", key=key))
+            assert claims.sub == f"user_01L{n}"
+        anyio.run(verifier.aclose)
+    assert served.requests == 3
+
+
+@contextmanager
+def jwks_http_server(served: FakeJWKS) -> Iterator[str]:
+    """``served`` behind a real HTTP/1.1 server on localhost, in a thread; yields its JWKS URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as WorkOS's servers do
+
+        def do_GET(self) -> None:
+            response = served.handle(httpx.Request("GET", served.url.copy_with(path=self.path)))
+            self.send_response(response.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # not on the test's stderr
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.block_on_close = False  # connections left open by a client of an ended loop
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{served.url.path}"
+    finally:
+        server.shutdown()
+        server.server_close()

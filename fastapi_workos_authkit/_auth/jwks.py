@@ -3,22 +3,30 @@
 Keys come from the providers' JWKS URLs through an async httpx client. They are cached for a
 TTL; once it passes, a known ``kid`` is still served from the cache at once while one refresh
 runs in the background (stale-while-revalidate), so no request waits on WorkOS for a key it
-already has. An unknown ``kid`` triggers one refetch behind a lock, throttled by a cooldown so a
-flood of random ``kid`` values costs at most one fetch per cooldown; cached keys keep being
-served when a refetch fails. A JWKS document is read entry by entry: an entry that cannot be a
-key is skipped and logged, the others are kept; a document that cannot be read at all, or holds
-no usable key, is a failed refresh. A failed refresh, whatever WorkOS answered, is logged and
-never raised. Token verification itself is in `tokens`.
+already has. The background is the app lifespan's task group (`LifespanTasks`); without a
+lifespan on the loop, the request that finds the cache stale refreshes it inline, and the
+others keep being served from the cache meanwhile. An unknown ``kid`` triggers one refetch
+behind a lock, throttled by a cooldown so a flood of random ``kid`` values costs at most one
+fetch per cooldown; cached keys keep being served when a refetch fails. A JWKS document is read
+entry by entry: an entry that cannot be a key is skipped and logged, the others are kept; a
+document that cannot be read at all, or holds no usable key, is a failed refresh. A failed
+refresh, whatever WorkOS answered, is logged and never raised. Token verification itself is in
+`tokens`.
+
+Everything here is anyio. The refresh lock and the HTTP client belong to one event loop each
+(a lock's waiters and a connection live on the loop that made them), so both are made again when
+a source is used from another loop: a test client without a lifespan runs each request on a
+fresh loop, a test suite runs many loops in one process, and two threads may each run one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import re
 
+import anyio
+import anyio.lowlevel
 import httpx
 from jose import jwk
 from jose.backends.base import Key
@@ -26,6 +34,7 @@ from jose.exceptions import JOSEError
 
 from .._config import Clock, TokenSettings
 from .._exceptions import InvalidTokenError, KeysUnavailableError
+from .._lifespan_tasks import LifespanTasks
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -91,6 +100,18 @@ def _read_entry(entry: object) -> tuple[str, Key]:
     return raw_kid, key
 
 
+class _Revalidation:
+    """One stale-while-revalidate refresh: the loop it runs on, its cancel scope and its end."""
+
+    __slots__ = ("done", "scope", "token")
+
+    def __init__(self, token: anyio.lowlevel.EventLoopToken) -> None:
+        self.token = token
+        self.done = anyio.Event()
+        # Made before the refresh starts, so that `aclose` can cancel one not yet running.
+        self.scope = anyio.CancelScope()
+
+
 class JWKSKeySource:
     """The signing keys of one JWKS URL: cached, refreshed, throttled, served stale on outage.
 
@@ -99,6 +120,8 @@ class JWKSKeySource:
         transport: The httpx transport (``None`` for the network).
         clock: Returns Unix seconds; drives the TTL and the cooldown.
         options: TTL, cooldown and timeout.
+        tasks: Where the stale-while-revalidate refresh runs: the app lifespan's task group.
+            ``None``, or no lifespan running on the loop, refreshes in the request instead.
     """
 
     def __init__(
@@ -108,6 +131,7 @@ class JWKSKeySource:
         transport: httpx.AsyncBaseTransport | None,
         clock: Clock,
         options: TokenSettings,
+        tasks: LifespanTasks | None = None,
     ) -> None:
         self.url = url
         self._transport = transport
@@ -116,10 +140,11 @@ class JWKSKeySource:
         self._keys: dict[str, Key] = {}
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
-        self._lock: asyncio.Lock | None = None
-        # The running stale-while-revalidate refresh; kept so it is not garbage-collected.
-        self._background: asyncio.Task[bool] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._tasks = tasks
+        # Per event loop, made again on another loop (see the module's docstring).
+        self._lock: tuple[anyio.lowlevel.EventLoopToken, anyio.Lock] | None = None
+        self._http: tuple[anyio.lowlevel.EventLoopToken, httpx.AsyncClient] | None = None
+        self._revalidation: _Revalidation | None = None  # the latest stale-while-revalidate
         self.fetches = 0
         """How many times the JWKS was requested (for tests and metrics)."""
 
@@ -132,8 +157,8 @@ class JWKSKeySource:
         """The key for ``kid``, fetching or refreshing the JWKS when needed.
 
         A cached key is returned at once, even past the TTL: a stale cache starts one refresh in
-        the background (see `refresh_in_background`). Only an unknown ``kid``, or a source that
-        never fetched anything, waits for a fetch.
+        the background (see `revalidate`; outside a lifespan this request makes it). Only an
+        unknown ``kid``, or a source that never fetched anything, waits for a fetch.
 
         Raises:
             InvalidTokenError: no key has this ``kid``, even after a (throttled) refetch.
@@ -144,7 +169,7 @@ class JWKSKeySource:
             if self._fetched_at is None or (
                 self._clock() - self._fetched_at >= self._options.jwks_cache_ttl
             ):
-                self.refresh_in_background()
+                await self.revalidate()
             return key
         await self.refresh()
         key = self._keys.get(kid)
@@ -156,15 +181,20 @@ class JWKSKeySource:
             )
         raise InvalidTokenError("The token is signed with an unknown key (kid)")
 
-    def refresh_in_background(self) -> None:
-        """Start a `refresh` on the running loop unless one is already under way.
+    async def revalidate(self) -> None:
+        """Refresh a stale cache, once, without making requests wait for it.
 
-        The refresh keeps the same cooldown, so a stale cache under load still costs at most one
+        Inside the app's lifespan the refresh is started in the lifespan's task group and this
+        returns at once. Without one on this loop (a bare ``TestClient(app)``, a script) nothing
+        outlives the request, so this request refreshes inline, while the requests arriving
+        meanwhile are served from the cache. Either way one refresh runs at a time per loop,
+        within the same cooldown as every fetch, so a stale cache under load costs at most one
         fetch per cooldown; while it runs (or fails), the cached keys keep being served.
         """
-        loop = asyncio.get_running_loop()
-        task = self._background
-        if task is not None and not task.done() and task.get_loop() is loop:
+        token = anyio.lowlevel.current_token()
+        running = self._revalidation
+        # One on another loop does not count: that loop may have ended without finishing it.
+        if running is not None and running.token == token and not running.done.is_set():
             return
         attempted = self._attempted_at
         if (
@@ -172,19 +202,37 @@ class JWKSKeySource:
             and self._clock() - attempted < self._options.jwks_refetch_cooldown
         ):
             return  # throttled: refresh() would return at once, so spare the task
-        self._background = loop.create_task(self._refresh_or_warn())
+        revalidation = _Revalidation(token)
+        self._revalidation = revalidation
+
+        async def run() -> None:
+            await self._revalidate(revalidation)
+
+        if self._tasks is None or not self._tasks.start_soon(run, name=f"jwks refresh {self.url}"):
+            await run()
+
+    async def _revalidate(self, revalidation: _Revalidation) -> None:
+        try:
+            with revalidation.scope:
+                await self._refresh_or_warn()
+        finally:
+            revalidation.done.set()
 
     @property
     def refreshing(self) -> bool:
-        """Whether a background refresh is under way."""
-        return self._background is not None and not self._background.done()
+        """Whether a stale-while-revalidate refresh is under way (see `revalidate`)."""
+        revalidation = self._revalidation
+        return revalidation is not None and not revalidation.done.is_set()
 
     async def wait_for_refresh(self) -> None:
-        """Wait until the background refresh, if any, has finished (tests, shutdown)."""
-        task = self._background
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Wait until the stale-while-revalidate refresh, if any, has finished (tests, shutdown).
+
+        Only a refresh running on the caller's event loop can be waited for; one on another
+        loop (another thread's) is not.
+        """
+        revalidation = self._revalidation
+        if revalidation is not None and revalidation.token == anyio.lowlevel.current_token():
+            await revalidation.done.wait()
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Fetch the JWKS unless a fetch was attempted within the cooldown; True if keys changed.
@@ -192,10 +240,9 @@ class JWKSKeySource:
         One fetch at a time: concurrent callers wait for the running fetch and reuse its result.
         A failed fetch keeps the cached keys and is logged at WARNING.
         """
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        lock = self._loop_lock()
         attempted_before = self._attempted_at
-        async with self._lock:
+        async with lock:
             if self._attempted_at != attempted_before:
                 return False  # another caller fetched while we waited: use its result
             now = self._clock()
@@ -222,12 +269,39 @@ class JWKSKeySource:
             self._fetched_at = self._clock()
             return changed
 
+    def _loop_lock(self) -> anyio.Lock:
+        token = anyio.lowlevel.current_token()
+        held = self._lock
+        if held is None or held[0] != token:
+            held = (token, anyio.Lock())
+            self._lock = held
+        return held[1]
+
+    def _client(self) -> httpx.AsyncClient:
+        token = anyio.lowlevel.current_token()
+        held = self._http
+        if held is None or held[0] != token:
+            # No connection is kept between fetches: they are minutes apart (an idle connection
+            # would be closed by then anyway), and a connection belongs to the loop that opened
+            # it ("Event loop is closed" on the next one). So the client of another loop holds
+            # nothing open, and is simply left behind.
+            client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=self._options.jwks_timeout,
+                headers={"User-Agent": "fastapi-workos-authkit"},
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+            held = (token, client)
+            self._http = held
+        return held[1]
+
     async def _refresh_or_warn(self, *, force: bool = False) -> bool:
         """`refresh` for callers nobody awaits for an answer: start-up and the background task.
 
         `refresh` already turns every failure of WorkOS or of its document into a warning. This
-        also catches what nobody foresaw, so that start-up still completes and a background task
-        never ends with an exception that nobody retrieves; the traceback is logged.
+        also catches what nobody foresaw, so that start-up still completes and a background
+        refresh never ends with an exception (which would reach the lifespan's task group);
+        the traceback is logged.
         """
         try:
             return await self.refresh(force=force)
@@ -241,14 +315,9 @@ class JWKSKeySource:
             return False
 
     async def _fetch(self) -> dict[str, Key]:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=self._options.jwks_timeout,
-                headers={"User-Agent": "fastapi-workos-authkit"},
-            )
+        client = self._client()
         self.fetches += 1
-        response = await self._http.get(self.url)
+        response = await client.get(self.url)
         response.raise_for_status()
         return self._read_document(response.content)
 
@@ -287,12 +356,16 @@ class JWKSKeySource:
         return keys
 
     async def aclose(self) -> None:
-        """Stop a background refresh and close the HTTP connection pool."""
-        task, self._background = self._background, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Stop a stale-while-revalidate refresh and close the HTTP connection pool.
+
+        Only what belongs to the caller's event loop can be stopped and closed; what another
+        loop made is dropped.
+        """
+        token = anyio.lowlevel.current_token()
+        revalidation = self._revalidation
+        if revalidation is not None and revalidation.token == token:
+            revalidation.scope.cancel()
+            await revalidation.done.wait()
+        held, self._http = self._http, None
+        if held is not None and held[0] == token:
+            await held[1].aclose()

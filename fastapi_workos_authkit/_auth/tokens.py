@@ -36,6 +36,7 @@ from .._config import Clock, TokenSettings, default_token_settings
 from .._exceptions import ConfigurationError
 from .._exceptions import InvalidTokenError as InvalidTokenError
 from .._exceptions import KeysUnavailableError as KeysUnavailableError
+from .._lifespan_tasks import LifespanTasks
 from .jwks import ALGORITHM, JWKSKeySource
 from .providers import AuthProvider
 
@@ -155,6 +156,8 @@ class TokenVerifier:
         clock: Returns Unix seconds.
         options: Leeway, cache and JWKS tuning, cut from `AuthKitSettings` (its defaults when
             ``None``).
+        tasks: The app lifespan's task group, where stale keys are refreshed in the background
+            (see `JWKSKeySource.revalidate`).
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class TokenVerifier:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock,
         options: TokenSettings | None = None,
+        tasks: LifespanTasks | None = None,
     ) -> None:
         self.options = options or default_token_settings()
         self.providers = tuple(providers)
@@ -180,7 +184,11 @@ class TokenVerifier:
             source = sources.get(provider.jwks)
             if source is None:
                 source = JWKSKeySource(
-                    provider.jwks, transport=transport, clock=clock, options=self.options
+                    provider.jwks,
+                    transport=transport,
+                    clock=clock,
+                    options=self.options,
+                    tasks=tasks,
                 )
                 sources[provider.jwks] = source
             for form in _issuer_forms(provider.issuer):
@@ -263,7 +271,7 @@ class TokenVerifier:
         return claims
 
     async def aclose(self) -> None:
-        """Close the JWKS connection pools."""
+        """Stop the JWKS refreshes under way and close the JWKS connection pools."""
         for source in self.key_sources:
             await source.aclose()
 
