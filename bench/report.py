@@ -27,7 +27,7 @@ drives it from a separate process. It prints every scenario's figures and checks
 file by `bench/report.py`.
 
 ```bash
-.venv/bin/python bench/run.py            # all seven scenarios, full counts
+.venv/bin/python bench/run.py            # every scenario, full counts
 .venv/bin/python bench/report.py         # this page, from bench/results/full.json
 .venv/bin/python bench/run.py --smoke    # small counts, a few minutes
 ```
