@@ -62,30 +62,45 @@ def submit(slots: SyncHandlerSlots, work: Callable[[], None]) -> SyncHandlerTick
     return ticket
 
 
-async def test_no_more_than_starting_handlers_start_at_once_until_they_run_past_grace() -> None:
+async def test_short_handlers_share_one_thread_and_slow_ones_get_more() -> None:
     clock = FakeClock()
     slots = SyncHandlerSlots(5, starting=2, grace=0.01, clock=clock)
     started: list[str] = []
     handlers = [Handler(name, started) for name in ("a", "b", "c")]
     try:
         tickets = [submit(slots, handler) for handler in handlers]
-        await until(lambda: started == ["a", "b"])
-        # Two slots of five are held, but both handlers started less than `grace` ago (by the
-        # clock): the third waits in line instead of waking a third thread.
-        assert (slots.taken, slots.waiting, slots.starting_now()) == (2, 1, 2)
+        await until(lambda: started == ["a"])
+        # "a" started less than `grace` ago (by the clock): "b" has a slot but is left to a's
+        # thread, and "c" waits in line, since two handlers are starting already.
+        assert (slots.taken, slots.waiting, slots.starting_now(), slots.threads) == (2, 1, 2, 1)
         for _ in range(5):  # several looks at the line go by: nothing changes
             await anyio.sleep(0.01)
-        assert started == ["a", "b"]
-        # Still running after `grace`: they are waiting on I/O, and the third one starts.
+        assert started == ["a"]
+        # "a" is still running after `grace`: it is waiting on I/O. "b" gets a thread of its
+        # own, and "c" a slot, left to b's thread while "b" is fresh.
+        clock.now += 1.0
+        await until(lambda: started == ["a", "b"])
+        await until(lambda: slots.waiting == 0)
+        assert (slots.taken, slots.threads) == (3, 2)
         clock.now += 1.0
         await until(lambda: started == ["a", "b", "c"])
-        assert (slots.taken, slots.waiting) == (3, 0)
+        assert slots.threads == 3
     finally:
         for handler in handlers:
             handler.release.set()
     for ticket in tickets:
         assert await ticket.wait()
     assert slots.taken == 0
+
+
+async def test_one_thread_runs_short_handlers_one_after_another() -> None:
+    slots = SyncHandlerSlots(20, grace=60.0)  # nothing ever counts as waiting on I/O
+    names: list[str] = []
+    tickets = [submit(slots, lambda n=n: names.append(f"h{n}")) for n in range(10)]
+    for ticket in tickets:
+        assert await ticket.wait()
+    assert names == [f"h{n}" for n in range(10)]
+    assert (slots.threads, slots.taken) == (1, 0)
 
 
 async def test_slow_handlers_still_reach_every_slot() -> None:

@@ -116,6 +116,16 @@ class SyncHandlerTicket:
         self._wake(True)
 
 
+class _HandlerThread:
+    """One handler thread: asleep on its own wake-up queue, or running granted runs."""
+
+    __slots__ = ("run", "wakeup")
+
+    def __init__(self) -> None:
+        self.wakeup: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.run: SyncHandlerTicket | None = None  # None while woken and not started yet
+
+
 class SyncHandlerSlots:
     """At most ``size`` sync Action handler threads at once, counting abandoned ones, and at
     most ``starting`` of them starting at once.
@@ -132,17 +142,19 @@ class SyncHandlerSlots:
     ``max_sync_action_handlers`` option; its threads start when needed and end when idle.
 
     Why "starting": a thread woken for a handler must take the GIL from the event loop before
-    it runs a line. A handler that runs for less than ``grace`` (a primary-key read, a check)
-    gains nothing from a third thread beside the loop, and twenty threads woken at once for
-    twenty short handlers spend their time passing the GIL around, then hand their results back
-    in bursts that set off far more garbage collections (full ones included) than the same
-    requests answered one by one: at 50 concurrent requests that multiplied the p99 (measured by
+    it runs a line. Twenty threads woken at once for twenty short handlers (a primary-key read,
+    a check) spend their time passing the GIL around, then hand their results back in bursts
+    that set off far more garbage collections (full ones included) than the same requests
+    answered one by one: at 50 concurrent requests that multiplied the p99 (measured by
     ``bench/bench_actions.py``). So a slot is granted only while fewer than ``starting``
-    handlers are starting: granted but not running yet, or running for less than ``grace``. A
-    handler still running after ``grace`` is waiting on I/O (a query, an HTTP call), not on the
-    CPU, and no longer counts: slow handlers still get all ``size`` slots, one more every
-    ``grace`` at most. A slot is given back on the loop (a thread that returns does not start
-    the next handler itself), so the loop answers each request before another one starts.
+    handlers are starting: granted but not running yet, or running for less than ``grace``; and
+    a granted run is left to a thread that is already awake unless every awake thread is in a
+    handler that started ``grace`` ago or more. A handler still running after ``grace`` is
+    waiting on I/O (a query, an HTTP call), not on the CPU: it no longer counts, and the next
+    run gets another thread. Short handlers thus run one after another on one thread, while
+    slow ones still get all ``size`` slots and threads, one more every ``grace`` at most. A
+    slot is given back on the loop, which grants the next one, so the loop answers each request
+    before more start.
 
     The accounting is guarded by a lock, so one instance may serve several event loops.
     ``clock`` (monotonic seconds, read by the threads too) is injectable for tests.
@@ -165,9 +177,10 @@ class SyncHandlerSlots:
         self._lock = threading.Lock()
         self._held: set[SyncHandlerTicket] = set()
         self._line: deque[SyncHandlerTicket] = deque()
+        self._ready: deque[SyncHandlerTicket] = deque()
         self._abandoned = 0
-        self._threads = 0
-        self._runs: queue.SimpleQueue[SyncHandlerTicket] = queue.SimpleQueue()
+        self._asleep: list[_HandlerThread] = []
+        self._awake: set[_HandlerThread] = set()
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_loop: asyncio.AbstractEventLoop | None = None
 
@@ -183,8 +196,9 @@ class SyncHandlerSlots:
 
     @property
     def threads(self) -> int:
-        """How many handler threads exist now (busy or idle)."""
-        return self._threads
+        """How many handler threads exist now (asleep or awake)."""
+        with self._lock:
+            return len(self._asleep) + len(self._awake)
 
     def starting_now(self) -> int:
         """How many held slots count as starting now: granted and not running yet, or running
@@ -201,11 +215,12 @@ class SyncHandlerSlots:
         with self._lock:
             if not self._line and self._free():
                 self._grant(run)
-                return run
-            if self._abandoned >= self.size:
+            elif self._abandoned >= self.size:
                 return None
-            run.in_line = True
-            self._line.append(run)
+            else:
+                run.in_line = True
+                self._line.append(run)
+            self._find_thread()
             self._watch(loop)
         return run
 
@@ -228,22 +243,20 @@ class SyncHandlerSlots:
 
     # --- Under the lock -----------------------------------------------------------------------
 
+    def _fresh(self, run: SyncHandlerTicket | None, now: float) -> bool:
+        """Not started yet, or started less than ``grace`` ago."""
+        return run is None or run.started_at is None or now - run.started_at < self.grace
+
     def _starting(self) -> int:
         now = self.clock()
-        return sum(
-            1 for run in self._held if run.started_at is None or now - run.started_at < self.grace
-        )
+        return sum(1 for run in self._held if self._fresh(run, now))
 
     def _free(self) -> bool:
         return len(self._held) < self.size and self._starting() < self.starting
 
     def _grant(self, run: SyncHandlerTicket) -> None:
         self._held.add(run)
-        self._runs.put(run)
-        # Every held slot whose thread has not returned needs a thread: queued or running.
-        if self._threads < len(self._held):
-            self._threads += 1
-            threading.Thread(target=self._serve, name="authkit-sync-action", daemon=True).start()
+        self._ready.append(run)
 
     def _grant_in_line(self) -> None:
         while self._line and self._free():
@@ -251,9 +264,32 @@ class SyncHandlerSlots:
             run.in_line = False
             self._grant(run)
 
+    def _find_thread(self) -> None:
+        """Wake (or start) a thread for the granted runs, unless an awake one will take them:
+        one that is not in a handler yet, or in one that started less than ``grace`` ago."""
+        if not self._ready:
+            return
+        now = self.clock()
+        if any(self._fresh(thread.run, now) for thread in self._awake):
+            return
+        if self._asleep:
+            thread = self._asleep.pop()  # the last one to fall asleep
+            thread.run = None
+            self._awake.add(thread)
+            thread.wakeup.put(None)
+            return
+        thread = _HandlerThread()
+        self._awake.add(thread)
+        threading.Thread(
+            target=self._serve, args=(thread,), name="authkit-sync-action", daemon=True
+        ).start()
+
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Look at the line again in ``grace`` seconds: a handler still running by then no
-        longer counts as starting. One timer at a time, on a loop that is still running."""
+        """Look again in ``grace`` seconds while runs wait for a slot or a thread: a handler
+        still running by then no longer counts as starting. One timer at a time, on a loop that
+        is still running."""
+        if not (self._line or self._ready):
+            return
         if self._recheck is not None and not (
             self._recheck_loop is not None and self._recheck_loop.is_closed()
         ):
@@ -267,7 +303,8 @@ class SyncHandlerSlots:
         with self._lock:
             loop, self._recheck = self._recheck_loop, None
             self._grant_in_line()
-            if self._line and loop is not None:
+            self._find_thread()
+            if loop is not None:
                 self._watch(loop)
 
     def _release(self, run: SyncHandlerTicket) -> None:
@@ -276,18 +313,23 @@ class SyncHandlerSlots:
             if run.abandoned:
                 self._abandoned -= 1
             self._grant_in_line()
+            self._find_thread()
+            if self._recheck is None and (self._line or self._ready):
+                self._watch(run._loop)
 
     # --- In the threads -----------------------------------------------------------------------
 
-    def _serve(self) -> None:
+    def _serve(self, thread: _HandlerThread) -> None:
         while True:
-            try:
-                run = self._runs.get(timeout=IDLE_THREAD_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    if self._threads > len(self._held):
-                        self._threads -= 1
-                        return
+            with self._lock:
+                run = self._ready.popleft() if self._ready else None
+                thread.run = run
+                if run is None:
+                    self._awake.discard(thread)
+                    self._asleep.append(thread)
+            if run is None:
+                if not self._sleep(thread):
+                    return
                 continue
             try:
                 run.started_at = self.clock()
@@ -295,10 +337,23 @@ class SyncHandlerSlots:
             finally:
                 self._hand_back(run)
 
+    def _sleep(self, thread: _HandlerThread) -> bool:
+        """Wait to be woken; False when left asleep for `IDLE_THREAD_SECONDS` (the thread
+        ends)."""
+        while True:
+            try:
+                thread.wakeup.get(timeout=IDLE_THREAD_SECONDS)
+                return True
+            except queue.Empty:
+                with self._lock:
+                    if thread in self._asleep:
+                        self._asleep.remove(thread)
+                        return False
+                # Woken just as the wait ended: the wake-up is queued, take it.
+
     def _hand_back(self, run: SyncHandlerTicket) -> None:
-        """In the thread: give the slot back through the loop, which also answers the request.
-        Granting the next run from here would let this thread run one handler after another
-        while the loop waits for the GIL, and answer them in a burst."""
+        """In the thread: give the slot back through the loop, which also answers the request
+        and grants the next slot."""
         try:
             run._loop.call_soon_threadsafe(run._returned)
         except RuntimeError:  # the loop is closed: nobody waits for the answer
