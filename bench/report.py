@@ -27,7 +27,7 @@ drives it from a separate process. It prints every scenario's figures and checks
 file by `bench/report.py`.
 
 ```bash
-.venv/bin/python bench/run.py            # all seven scenarios, full counts
+.venv/bin/python bench/run.py            # all eight scenarios, full counts
 .venv/bin/python bench/report.py         # this page, from bench/results/full.json
 .venv/bin/python bench/run.py --smoke    # small counts, a few minutes
 ```
@@ -219,9 +219,20 @@ def render(report: dict[str, Any]) -> str:
             f"**{config.get('ratio')}** ({config.get('ours_rps')} ÷ {config.get('floor_rps')}) "
             f"| {_checks(s7) if key == 'sqlite_1_worker' else ''} |",
         )
-    lines += _hot_paths(f3, f7)
+    s8 = s.get("8", {})
+    f8 = s8.get("figures", {})
+    ratios8 = f8.get("p99_ratio_vs_bare", {})
+    if ratios8:
+        lines.insert(
+            -1,
+            f"| 8. Actions beside the bare route, 50 concurrent | p99 ÷ bare route's p99: sync; "
+            f"async | **{ratios8.get('action-sync')}**; **{ratios8.get('action-async')}** "
+            f"| {_checks(s8)} |",
+        )
+    lines += _hot_paths(f3, f7, f8)
     lines += _details(s1, s2, s3, s4, s5, s6)
     lines += _ingest_details(s7)
+    lines += _action_ratio_details(s8)
     return "\n".join(lines) + "\n"
 
 
@@ -234,8 +245,8 @@ def _side_results(name: str) -> dict[str, Any]:
     return loaded
 
 
-def _hot_paths(f3: dict[str, Any], f7: dict[str, Any]) -> list[str]:
-    """Every hot-path ratio beside its goal: this run's, then the two single-purpose scripts'."""
+def _hot_paths(f3: dict[str, Any], f7: dict[str, Any], f8: dict[str, Any]) -> list[str]:
+    """Every hot-path ratio beside its goal: this run's, then the single-purpose scripts'."""
     lines = [
         "## Hot paths against their floors",
         "",
@@ -264,21 +275,62 @@ def _hot_paths(f3: dict[str, Any], f7: dict[str, Any]) -> list[str]:
                 f"| `current_user`, {backend}, 1 worker, 32 connections | "
                 f"`bench/bench_current_user.py` | **{ratio}** | ≥ 0.5 |"
             )
+    # Scenario 8 when this run has it; otherwise the last `bench/bench_actions.py` run.
+    in_run = f8.get("p99_ratio_vs_bare", {})
     actions = _side_results("actions.json").get("results", {})
     for target, goal in (("action-sync", "≤ 1.5"), ("action-async", "≤ 1.5")):
-        ratio = actions.get(target, {}).get("p99_ratio_vs_bare")
+        ratio = in_run.get(target, actions.get(target, {}).get("p99_ratio_vs_bare"))
+        command = (
+            "`bench/run.py` (scenario 8)"
+            if target in in_run
+            else "`bench/bench_actions.py --requests 3000 --rounds 3`"
+        )
         if ratio is not None:
             lines.append(
                 f"| {target.replace('action-', '')} Action handler, p99 ÷ bare route's p99, "
-                f"50 concurrent | `bench/bench_actions.py --requests 3000 --rounds 3` | "
-                f"**{ratio}** | {goal} |"
+                f"50 concurrent | {command} | **{ratio}** | {goal} |"
             )
     lines += [
         "",
-        "The last rows come from `bench/results/current_user.json` and "
-        "`bench/results/actions.json`, which those scripts write.",
+        "The rows of `bench/bench_current_user.py`"
+        + (" and `bench/bench_actions.py`" if not in_run else "")
+        + " come from the results files those scripts write (`bench/results/current_user.json`"
+        + (", `bench/results/actions.json`" if not in_run else "")
+        + ").",
         "",
     ]
+    return lines
+
+
+def _action_ratio_details(s8: dict[str, Any]) -> list[str]:
+    f8 = s8.get("figures", {})
+    if not f8:
+        return []
+    lines = [
+        "",
+        "## 8. Actions beside the bare route",
+        "",
+        "`bench/bench_actions.py`, run by `bench/run.py`: its own uvicorn process (one worker, "
+        "SQLite), and a light HTTP/1.1 load generator at "
+        f"{f8.get('concurrency')} concurrent requests, one keep-alive connection each. Three "
+        "targets in alternating rounds "
+        f"({f8.get('rounds')} of {f8.get('requests_per_round')} requests each): a bare FastAPI "
+        "route that reads the body and answers a small JSON object, and the Actions endpoint "
+        "with a trivial `async def` handler and with a trivial `def` handler. Each Action "
+        "request is a registration payload signed just before it is sent; the endpoint verifies "
+        "it, runs the handler with a session and signs the verdict. The goal is "
+        f"{f8.get('goal')}.",
+        "",
+        "| target | p50 | p99 | req/s | p99 ÷ bare's |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for target in ("bare", "action-async", "action-sync"):
+        row = f8.get(target, {})
+        lines.append(
+            f"| {target} | {row.get('p50_ms')} ms | {row.get('p99_ms')} ms | "
+            f"{row.get('requests_per_second')} | {row.get('p99_ratio_vs_bare', 1.0)} |"
+        )
+    lines += ["", *_check_list(s8)]
     return lines
 
 
