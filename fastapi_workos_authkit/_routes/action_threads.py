@@ -280,9 +280,15 @@ class SyncHandlerSlots:
             return
         thread = _HandlerThread()
         self._awake.add(thread)
-        threading.Thread(
-            target=self._serve, args=(thread,), name="authkit-sync-action", daemon=True
-        ).start()
+        try:
+            threading.Thread(
+                target=self._serve, args=(thread,), name="authkit-sync-action", daemon=True
+            ).start()
+        except RuntimeError:
+            # No thread could be started (the process is out of threads): the runs wait for a
+            # thread that ends a handler, or for their deadline, rather than for this one.
+            self._awake.discard(thread)
+            logger.error("could not start a thread for sync Action handlers; retrying later")
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Look again in ``grace`` seconds while runs wait for a slot or a thread: a handler
