@@ -302,33 +302,67 @@ def _hot_paths(f3: dict[str, Any], f7: dict[str, Any], f8: dict[str, Any]) -> li
     return lines
 
 
+def _action_ratio_figures(f8: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Scenario 8's figures and command; else those of the last `bench/bench_actions.py` run."""
+    if f8:
+        return f8, "`.venv/bin/python bench/run.py --scenarios 8` (scenario 8 of this run)"
+    side = _side_results("actions.json")
+    rows = side.get("results", {})
+    if not rows:
+        return {}, ""
+    figures = {
+        "concurrency": side.get("concurrency"),
+        "rounds": side.get("rounds"),
+        "requests_per_round": side.get("requests_per_round"),
+        **rows,
+        "p99_ratio_vs_bare": {
+            target: rows[target].get("p99_ratio_vs_bare")
+            for target in ("action-sync", "action-async")
+            if target in rows
+        },
+        "goal": "p99 <= 1.5x the bare route's p99",
+    }
+    command = (
+        f"`.venv/bin/python bench/bench_actions.py --requests {side.get('requests_per_round')} "
+        f"--rounds {side.get('rounds')}` (bench/results/actions.json)"
+    )
+    return figures, command
+
+
 def _action_ratio_details(s8: dict[str, Any]) -> list[str]:
-    f8 = s8.get("figures", {})
+    f8, command = _action_ratio_figures(s8.get("figures", {}))
     if not f8:
         return []
     lines = [
         "",
-        "## 8. Actions beside the bare route",
+        "## 8. Sync and async Action handlers beside the bare route",
         "",
-        "`bench/bench_actions.py`, run by `bench/run.py`: its own uvicorn process (one worker, "
-        "SQLite), and a light HTTP/1.1 load generator at "
+        f"Command: {command}. `bench/bench_actions.py` starts its own uvicorn process (one "
+        "worker, SQLite) and drives it with a light HTTP/1.1 load generator at "
         f"{f8.get('concurrency')} concurrent requests, one keep-alive connection each. Three "
-        "targets in alternating rounds "
-        f"({f8.get('rounds')} of {f8.get('requests_per_round')} requests each): a bare FastAPI "
-        "route that reads the body and answers a small JSON object, and the Actions endpoint "
+        f"targets in alternating rounds ({f8.get('rounds')} rounds of "
+        f"{f8.get('requests_per_round')} requests per target): a bare FastAPI route that reads "
+        "the body and answers a small JSON object, and the Actions endpoint "
         "with a trivial `async def` handler and with a trivial `def` handler. Each Action "
         "request is a registration payload signed just before it is sent; the endpoint verifies "
         "it, runs the handler with a session and signs the verdict. The goal is "
-        f"{f8.get('goal')}.",
+        f"{f8.get('goal')}. The load is closed-loop, so the server is saturated and latency "
+        "follows its cost per request; the two cores are shared by the server, the load "
+        "generator and other work on the host. `.venv/bin/python bench/run.py --scenarios 8` "
+        "runs the same measurement and checks both ratios against the goal; "
+        "[Actions: performance](actions.md#performance) explains where the sync handler's time "
+        "goes.",
         "",
-        "| target | p50 | p99 | req/s | p99 ÷ bare's |",
-        "| --- | --- | --- | --- | --- |",
+        "| target | p50 | p99 | req/s | p99 ÷ bare's | goal |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for target in ("bare", "action-async", "action-sync"):
         row = f8.get(target, {})
+        ratio = row.get("p99_ratio_vs_bare")
+        verdict = "" if ratio is None else ("met" if ratio <= 1.5 else "**missed**")
         lines.append(
             f"| {target} | {row.get('p50_ms')} ms | {row.get('p99_ms')} ms | "
-            f"{row.get('requests_per_second')} | {row.get('p99_ratio_vs_bare', 1.0)} |"
+            f"{row.get('requests_per_second')} | {1.0 if ratio is None else ratio} | {verdict} |"
         )
     lines += ["", *_check_list(s8)]
     return lines

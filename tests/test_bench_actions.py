@@ -81,4 +81,5 @@ def test_the_report_shows_scenario_8_beside_its_goal() -> None:
         "(scenario 8) | **2.1** | ≤ 1.5 |" in page
     )
     assert "- ❌ `action_sync_p99_at_most_1.5x_bare`" in page
-    assert "| action-async | 1.0 ms | 2.0 ms | 9 | 1.4 |" in page
+    assert "| action-async | 1.0 ms | 2.0 ms | 9 | 1.4 | met |" in page
+    assert "| action-sync | 1.0 ms | 2.0 ms | 9 | 2.1 | **missed** |" in page
