@@ -53,6 +53,8 @@ SIZES = {
         "ingest_rounds": 2,
         "current_user_seconds": 3,
         "current_user_rounds": 3,
+        "action_ratio_requests": 3000,
+        "action_ratio_rounds": 3,
     },
     "smoke": {
         "storm_users": 100,
@@ -69,6 +71,8 @@ SIZES = {
         "ingest_rounds": 1,
         "current_user_seconds": 1,
         "current_user_rounds": 1,
+        "action_ratio_requests": 300,
+        "action_ratio_rounds": 1,
     },
 }
 
@@ -85,6 +89,7 @@ NAMES = {
     6: "memory",
     7: "webhook ingest beside the floor (wrk)",
     8: "current_user beside the floor, one worker (wrk)",
+    9: "sync and async Action handlers beside the bare route (p99 ratios)",
 }
 WRK_SCENARIOS = (3, 4, 6, 7, 8)
 """The scenarios that use wrk (apt-get install wrk) as load generator."""
@@ -273,10 +278,21 @@ async def scenario_8(run: Run) -> dict[str, Any]:
     )
 
 
+async def scenario_9(run: Run) -> dict[str, Any]:
+    from bench.harness import action_ratios
+
+    # bench/bench_actions.py's own server (one uvicorn process, SQLite), not the bench app: the
+    # same measurement as its documented command, with the p99 goal checked.
+    return await action_ratios.scenario_action_ratios(
+        requests=run.size["action_ratio_requests"], rounds=run.size["action_ratio_rounds"]
+    )
+
+
 SCENARIOS: dict[int, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     1: scenario_1,
     2: scenario_2,
     5: scenario_5,
+    9: scenario_9,
 }
 if wrk.available():
     SCENARIOS.update({3: scenario_3, 4: scenario_4, 6: scenario_6, 7: scenario_7, 8: scenario_8})

@@ -1023,3 +1023,130 @@ async def test_a_burst_past_the_sync_slots_waits_for_a_slot_instead_of_503(
     assert replies == {"a_first": 200, "a_second": 200}
     assert calls == ["a_first", "a_second"]
     assert slots.taken == 0
+
+
+async def test_slow_sync_handlers_run_side_by_side_up_to_max_sync_action_handlers(
+    make_kit: MakeKit,
+) -> None:
+    # At most two sync handlers start at once, but one still running a moment later is waiting
+    # on I/O and makes room: four slow handlers must all run together. The barrier breaks
+    # (and the handlers answer 500) unless all four are inside it at the same time.
+    authkit = make_kit(action_timeout=10.0, max_sync_action_handlers=4)
+    together = threading.Barrier(4, timeout=10)
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        session.exec(select(SignupDomain)).all()
+        together.wait()  # a slow call, as to another service
+        return response.allow()
+
+    replies: dict[str, int] = {}
+    async with running(authkit) as client:
+
+        async def send(action_id: str) -> None:
+            reply = await post_action(client, user_registration_action(action_id=action_id))
+            replies[action_id] = reply.status_code
+
+        async with anyio.create_task_group() as group:
+            for number in range(4):
+                group.start_soon(send, f"a_{number}")
+    assert replies == {f"a_{number}": 200 for number in range(4)}
+    assert authkit.sync_action_slots.taken == 0
+
+
+async def test_a_sync_action_that_gets_no_slot_within_its_budget_answers_503(
+    make_kit: MakeKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One slot, held by a handler that overruns: the next request waits in line for its own
+    # action_timeout, then is refused without running its handler.
+    authkit = make_kit(action_timeout=1.0, max_sync_action_handlers=1)
+    first_running = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        calls.append(action.id)
+        first_running.set()
+        release.wait(10)
+        return response.allow()
+
+    slots = authkit.sync_action_slots
+    replies: dict[str, int] = {}
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    try:
+        async with running(authkit) as client:
+
+            async def send(action_id: str) -> None:
+                reply = await post_action(client, user_registration_action(action_id=action_id))
+                replies[action_id] = reply.status_code
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(send, "a_first")
+                await anyio.to_thread.run_sync(first_running.wait, 10)
+                group.start_soon(send, "a_second")
+            assert replies == {"a_first": 504, "a_second": 503}
+            assert calls == ["a_first"]
+            assert (slots.taken, slots.waiting) == (1, 0)  # the overrun thread keeps its slot
+            release.set()
+            for _ in range(1000):  # the thread ends on its own; wait for it
+                if slots.taken == 0:
+                    break
+                await anyio.to_thread.run_sync(threading.Event().wait, 0.01)
+            assert slots.taken == 0
+    finally:
+        release.set()
+    assert "1 sync handlers are still running" in caplog.text
+
+
+async def test_a_client_that_hangs_up_while_waiting_for_a_slot_leaves_the_line(
+    make_kit: MakeKit,
+) -> None:
+    authkit = make_kit(action_timeout=10.0, max_sync_action_handlers=1)
+    first_running = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    @authkit.action("user_registration")
+    def registration(
+        session: Session, action: UserRegistrationAction, response: ActionResponse
+    ) -> ActionVerdict:
+        calls.append(action.id)
+        if action.id == "a_first":
+            first_running.set()
+            release.wait(10)
+        return response.allow()
+
+    slots = authkit.sync_action_slots
+    replies: dict[str, int] = {}
+    try:
+        async with running(authkit) as client:
+
+            async def send(action_id: str) -> None:
+                reply = await post_action(client, user_registration_action(action_id=action_id))
+                replies[action_id] = reply.status_code
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(send, "a_first")
+                await anyio.to_thread.run_sync(first_running.wait, 10)
+                async with anyio.create_task_group() as hung_up:
+                    hung_up.start_soon(send, "a_gone")
+                    for _ in range(1000):  # until it is in line for the slot
+                        if slots.waiting:
+                            break
+                        await anyio.sleep(0.01)
+                    assert slots.waiting == 1
+                    hung_up.cancel_scope.cancel()  # the client goes away
+                assert slots.waiting == 0
+                release.set()
+            after = await post_action(client, user_registration_action(action_id="a_after"))
+    finally:
+        release.set()
+    assert replies == {"a_first": 200}
+    assert after.status_code == 200
+    assert calls == ["a_first", "a_after"]  # the one that left never ran
+    assert slots.taken == 0

@@ -162,6 +162,10 @@ ASYNCIO_MODULES = {
     # (anyio.from_thread) makes the thread wait for the loop on every result, which costs what
     # the thread exists to save. asyncio-only by design (docs/architecture.md, what runs where).
     "_auth/read_thread.py": "hands results back to the loop with call_soon_threadsafe",
+    # Sync Action handlers run on the endpoint's own threads, granted and handed back through
+    # the loop's timers and call_soon_threadsafe: anyio's worker-thread hop and limiter cost
+    # more per request than the handler (measured by bench/bench_actions.py).
+    "_routes/action_threads.py": "runs sync Action handlers on threads of its own",
 }
 
 

@@ -10,20 +10,18 @@ import inspect
 import logging
 import threading
 import traceback
-from collections import deque
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 from sqlmodel import Session
 
-from .._exceptions import ConfigurationError, SessionOnLoopError
+from .._exceptions import SessionOnLoopError
 from .._sync.database import is_unavailable
 from .action_models import Action, ActionHandler, ActionResponse, ActionVerdict
 from .action_session import ActionSession
+from .action_threads import SyncHandlerSlots
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -47,106 +45,6 @@ class _Saturated(Exception):
     """Every sync handler slot is taken (already logged): answer 503 without running it."""
 
 
-MAX_SYNC_ACTION_HANDLERS = 20
-"""Sync Action handlers that may run at once per `AuthKit`, those past the timeout included."""
-
-
-class SyncHandlerSlots:
-    """At most ``size`` sync Action handler threads at once, counting abandoned ones.
-
-    A handler that runs past ``action_timeout`` is answered 504 but its thread cannot be
-    stopped, and it keeps its database connection until it returns. Its slot is therefore
-    released by the thread itself when it really ends, not when the request gives up on it
-    (unlike anyio's thread limiter, which hands the token back on abandon). When every slot is
-    held by an abandoned thread, a new sync Action is refused at once with 503 instead of piling
-    up threads; while some are held by handlers still inside their time, a request waits for one
-    (within its own ``action_timeout``), as a burst of sign-ins larger than the pool should.
-    Each `AuthKit` has one, ``authkit.sync_action_slots``, sized by its
-    ``max_sync_action_handlers`` option.
-
-    A lock-guarded counter rather than an anyio `CapacityLimiter`: the release happens in the
-    worker thread, and an anyio limiter may only be released from its event loop. A waiting
-    request sleeps on an anyio `Event` that the releasing thread sets through the loop.
-    """
-
-    def __init__(self, size: int = MAX_SYNC_ACTION_HANDLERS) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigurationError("max_sync_action_handlers must be a whole number, at least 1.")
-        self.size = size
-        self._lock = threading.Lock()
-        self._taken = 0
-        self._abandoned = 0
-        self._waiters: deque[anyio.Event] = deque()
-
-    @property
-    def taken(self) -> int:
-        """How many slots are held now (running or abandoned handlers)."""
-        return self._taken
-
-    @property
-    def waiting(self) -> int:
-        """How many requests are waiting for a slot now."""
-        return len(self._waiters)
-
-    def try_acquire(self) -> bool:
-        """Take a slot without waiting; False when all are taken."""
-        with self._lock:
-            if self._taken >= self.size:
-                return False
-            self._taken += 1
-        return True
-
-    async def acquire(self) -> bool:
-        """Take a slot, waiting for one while a handler inside its time holds one; False at once
-        when every slot is held by an abandoned thread. Call it on the event loop; cancel it
-        (a timeout scope) to stop waiting.
-
-        Waiters are served in order: a released slot is handed to the first waiter, never left
-        for a newcomer to take first (which starved early waiters into the p99).
-        """
-        with self._lock:
-            if self._taken < self.size and not self._waiters:
-                self._taken += 1
-                return True
-            if self._abandoned >= self.size:
-                return False
-            granted = anyio.Event()
-            self._waiters.append(granted)
-        try:
-            await granted.wait()
-        except BaseException:
-            with self._lock:
-                handed_over = granted not in self._waiters
-                if not handed_over:
-                    self._waiters.remove(granted)
-            if handed_over:
-                self.release(on_loop=True)  # a slot was handed to us: pass it on
-            raise
-        return True
-
-    def abandon(self) -> None:
-        """Count a held slot as held by an abandoned thread (until that thread releases it)."""
-        with self._lock:
-            self._abandoned += 1
-
-    def release(self, *, abandoned: bool = False, on_loop: bool = False) -> None:
-        """Give a slot back, or hand it to the first waiter: from the worker thread that held
-        it, or ``on_loop``; ``abandoned`` if it had been counted by `abandon`."""
-        with self._lock:
-            if abandoned:
-                self._abandoned -= 1
-            if not self._waiters:
-                self._taken -= 1
-                return
-            granted = self._waiters.popleft()  # the slot changes hands; taken stays the same
-        if on_loop:
-            granted.set()
-            return
-        # RuntimeError: the loop is gone (shutting down), so nobody is waiting any more.
-        with suppress(RuntimeError):
-            anyio.from_thread.run_sync(granted.set)
-
-
 @dataclass
 class _SyncRun:
     """State shared between the request and a sync handler's worker thread.
@@ -156,12 +54,10 @@ class _SyncRun:
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    done: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     abandoned: bool = False
     committing: bool = False
-    released: bool = False
-    counted_abandoned: bool = False
+    finished: bool = False
     verdict: ActionVerdict | None = None
     error: BaseException | None = None
 
@@ -262,26 +158,12 @@ async def _run_sync(
     budget: float,
     slots: SyncHandlerSlots,
 ) -> ActionVerdict:
-    # Waiting for a slot counts against the same budget as the handler.
-    deadline = anyio.current_time() + budget
-    acquired = False
-    with anyio.move_on_at(deadline):
-        acquired = await slots.acquire()
-    if not acquired:
-        logger.error(
-            "action %s (%s): %d sync handlers are still running past action_timeout; "
-            "answering 503 so WorkOS applies its fallback",
-            action.id,
-            action.action_type,
-            slots.size,
-        )
-        raise _Saturated
     run = _SyncRun()
 
     def work() -> None:
         with run.lock:
             if run.abandoned:
-                return  # given up on before the thread started: the request freed the slot
+                return  # given up on before its thread started it
             run.started = True
         try:
             with Session(engine) as session:
@@ -296,35 +178,38 @@ async def _run_sync(
         except BaseException as exc:
             run.error = exc
         finally:
-            run.done.set()
             with run.lock:
-                run.released = True
-                counted = run.counted_abandoned
-            # Only now are the thread and its connection really free.
-            slots.release(abandoned=counted)
+                run.finished = True
+
+    # Waiting for a slot counts against the same budget as the handler.
+    ticket = slots.submit(work, budget)
+    if ticket is None:
+        _log_saturated(action, slots)
+        raise _Saturated
 
     def give_up() -> bool:
         """Abandon the run unless its commit started; True if the commit is under way."""
         with run.lock:
             late = run.committing
             run.abandoned = not late
-            if not run.started:
-                run.started = True  # never will: its slot is released here, once
-                slots.release(on_loop=True)
-            elif run.abandoned and not run.released:
-                run.counted_abandoned = True
-                slots.abandon()
+            if run.abandoned and run.started and not run.finished:
+                # Still running: its thread keeps the slot, counted as abandoned, until it ends.
+                slots.abandon(ticket)
         return late
 
     try:
-        with anyio.move_on_at(deadline) as scope:
-            await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
+        returned = await ticket.wait()
+    except BaseException:
         # The request itself was cancelled (the client hung up): nobody will see the verdict,
         # so the handler's writes must not be kept either.
-        give_up()
+        if not slots.withdraw(ticket):
+            give_up()
         raise
-    if scope.cancelled_caught:
+    if not returned:
+        if slots.withdraw(ticket):
+            # No slot freed up within the budget: every one is held by a handler still running.
+            _log_saturated(action, slots)
+            raise _Saturated
         late = give_up()
         if not late:
             _log_timeout(action, budget)
@@ -337,12 +222,23 @@ async def _run_sync(
             action.action_type,
             f"{budget:g}",
         )
-        await anyio.to_thread.run_sync(run.done.wait)
+        with anyio.CancelScope(shield=True):
+            await ticket.wait(until_deadline=False)
     if run.error is not None:
         _log_failure(action, run.error)
         raise _HandlerFailed(is_unavailable(run.error))
     assert run.verdict is not None
     return run.verdict
+
+
+def _log_saturated(action: Action, slots: SyncHandlerSlots) -> None:
+    logger.error(
+        "action %s (%s): %d sync handlers are still running past action_timeout; "
+        "answering 503 so WorkOS applies its fallback",
+        action.id,
+        action.action_type,
+        slots.size,
+    )
 
 
 def _log_timeout(action: Action, budget: float) -> None:

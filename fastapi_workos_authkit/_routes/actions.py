@@ -34,11 +34,11 @@ from .action_models import UserRegistrationAction as UserRegistrationAction
 from .action_models import compact_json as compact_json
 from .action_models import parse_action as parse_action
 from .action_models import sign_action_response as sign_action_response
-from .action_runner import MAX_SYNC_ACTION_HANDLERS as MAX_SYNC_ACTION_HANDLERS
-from .action_runner import SyncHandlerSlots as SyncHandlerSlots
 from .action_runner import _HandlerFailed, _Saturated, _TimedOut
 from .action_runner import run_handler as run_handler
 from .action_session import ActionSession as ActionSession
+from .action_threads import MAX_SYNC_ACTION_HANDLERS as MAX_SYNC_ACTION_HANDLERS
+from .action_threads import SyncHandlerSlots as SyncHandlerSlots
 from .signed_requests import (
     JSON_BODY_DOC,
     SIGNATURE_HEADER_DOC,
