@@ -521,20 +521,25 @@ class EventPipeline:
         status = connection.execute(_CLAIMED_STATUS, {"id": event.id}).scalar_one()
         return _Claim.DUPLICATE if status == EventStatus.PROCESSED.value else _Claim.RETRY
 
-    def _lock_subject(self, event: Event[Any]) -> str | None:
-        """The advisory lock subject `_apply` takes for ``event`` (None when it writes no
-        mirrored table)."""
+    def _table_kind(self, event: Event[Any]) -> MirrorKind | None:
+        """The mirrored kind whose table ``event`` changes; None for a kind turned off, or a
+        type that is no change to a table (user.password_reset, organization_domain.*)."""
         kind = kind_of_event(event.event)
         if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
             return None
-        return f"{kind.lock_prefix}{event.data.id}"
+        return kind
+
+    def _lock_subject(self, event: Event[Any]) -> str | None:
+        """The advisory lock subject `_apply` takes for ``event`` (None when it writes no
+        mirrored table)."""
+        kind = self._table_kind(event)
+        return None if kind is None else f"{kind.lock_prefix}{event.data.id}"
 
     def _apply(self, session: Session, event: Event[Any]) -> Effect:
         # Dispatch on the type's family (user., organization., organization_membership.,
-        # session.) to the kind's rules in `mirror`; a kind turned off, or a type that is no
-        # change to a table (user.password_reset, organization_domain.*), changes nothing.
-        kind = kind_of_event(event.event)
-        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+        # session.) to the kind's rules in `mirror`; no table to change, nothing changes.
+        kind = self._table_kind(event)
+        if kind is None:
             return Effect.UNCHANGED
         data = event.data
         if event.event.endswith(".deleted"):
@@ -552,8 +557,8 @@ class EventPipeline:
         # Only an event that changed nothing costs a look at why; the common path reads nothing.
         if effect is not Effect.UNCHANGED:
             return Acknowledgement.APPLIED
-        kind = kind_of_event(event.event)
-        if kind is None or kind.name not in self.mirrored or event.event not in kind.event_types:
+        kind = self._table_kind(event)
+        if kind is None:
             return Acknowledgement.APPLIED  # no table to change: its own handlers ran
         if event.event.endswith(".deleted"):
             return Acknowledgement.TOMBSTONED  # nothing to remove; the tombstone stays
