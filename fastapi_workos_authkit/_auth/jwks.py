@@ -35,6 +35,7 @@ from jose.exceptions import JOSEError
 from .._config import Clock, TokenSettings
 from .._exceptions import InvalidTokenError, KeysUnavailableError
 from .._lifespan_tasks import LifespanTasks
+from .._per_loop import PerLoop
 
 logger = logging.getLogger("fastapi_workos_authkit")
 
@@ -142,8 +143,8 @@ class JWKSKeySource:
         self._attempted_at: float | None = None  # last attempt, successful or not
         self._tasks = tasks
         # Per event loop, made again on another loop (see the module's docstring).
-        self._lock: tuple[anyio.lowlevel.EventLoopToken, anyio.Lock] | None = None
-        self._http: tuple[anyio.lowlevel.EventLoopToken, httpx.AsyncClient] | None = None
+        self._lock = PerLoop(anyio.Lock)
+        self._http = PerLoop(self._new_client)
         self._revalidation: _Revalidation | None = None  # the latest stale-while-revalidate
         self.fetches = 0
         """How many times the JWKS was requested (for tests and metrics)."""
@@ -240,7 +241,7 @@ class JWKSKeySource:
         One fetch at a time: concurrent callers wait for the running fetch and reuse its result.
         A failed fetch keeps the cached keys and is logged at WARNING.
         """
-        lock = self._loop_lock()
+        lock = self._lock.get()
         attempted_before = self._attempted_at
         async with lock:
             if self._attempted_at != attempted_before:
@@ -269,31 +270,17 @@ class JWKSKeySource:
             self._fetched_at = self._clock()
             return changed
 
-    def _loop_lock(self) -> anyio.Lock:
-        token = anyio.lowlevel.current_token()
-        held = self._lock
-        if held is None or held[0] != token:
-            held = (token, anyio.Lock())
-            self._lock = held
-        return held[1]
-
-    def _client(self) -> httpx.AsyncClient:
-        token = anyio.lowlevel.current_token()
-        held = self._http
-        if held is None or held[0] != token:
-            # No connection is kept between fetches: they are minutes apart (an idle connection
-            # would be closed by then anyway), and a connection belongs to the loop that opened
-            # it ("Event loop is closed" on the next one). So the client of another loop holds
-            # nothing open, and is simply left behind.
-            client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=self._options.jwks_timeout,
-                headers={"User-Agent": "fastapi-workos-authkit"},
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
-            held = (token, client)
-            self._http = held
-        return held[1]
+    def _new_client(self) -> httpx.AsyncClient:
+        # No connection is kept between fetches: they are minutes apart (an idle connection
+        # would be closed by then anyway), and a connection belongs to the loop that opened it
+        # ("Event loop is closed" on the next one). So the client of another loop holds
+        # nothing open, and is simply left behind.
+        return httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self._options.jwks_timeout,
+            headers={"User-Agent": "fastapi-workos-authkit"},
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     async def _refresh_or_warn(self, *, force: bool = False) -> bool:
         """`refresh` for callers nobody awaits for an answer: start-up and the background task.
@@ -315,7 +302,7 @@ class JWKSKeySource:
             return False
 
     async def _fetch(self) -> dict[str, Key]:
-        client = self._client()
+        client = self._http.get()
         self.fetches += 1
         response = await client.get(self.url)
         response.raise_for_status()
@@ -366,6 +353,6 @@ class JWKSKeySource:
         if revalidation is not None and revalidation.token == token:
             revalidation.scope.cancel()
             await revalidation.done.wait()
-        held, self._http = self._http, None
-        if held is not None and held[0] == token:
-            await held[1].aclose()
+        client = self._http.forget()
+        if client is not None:
+            await client.aclose()

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
+
+from .._per_loop import PerLoop
 
 T = TypeVar("T")
 
@@ -40,8 +41,8 @@ class TransactionSlots:
 
     def __init__(self, engine: Callable[[], Engine]) -> None:
         self._engine = engine
-        self._limiter: tuple[anyio.lowlevel.EventLoopToken, Engine, anyio.CapacityLimiter] | None
-        self._limiter = None
+        # With the engine it was sized for: `AuthKit.override` may swap the engine.
+        self._limiters = PerLoop(lambda: (engine(), anyio.CapacityLimiter(self.size())))
 
     def size(self) -> int:
         """How many transactions may run at once (the engine pool's ``pool_size``)."""
@@ -57,10 +58,8 @@ class TransactionSlots:
         return await anyio.to_thread.run_sync(work, limiter=self._current())
 
     def _current(self) -> anyio.CapacityLimiter:
-        token = anyio.lowlevel.current_token()
-        engine = self._engine()
-        current = self._limiter
-        if current is None or current[0] != token or current[1] is not engine:
-            current = (token, engine, anyio.CapacityLimiter(self.size()))
-            self._limiter = current
-        return current[2]
+        sized_for, limiter = self._limiters.get()
+        if sized_for is not self._engine():
+            self._limiters.forget()
+            sized_for, limiter = self._limiters.get()
+        return limiter
