@@ -978,50 +978,55 @@ async def test_an_object_with_an_async_call_is_awaited(make_kit: MakeKit) -> Non
     assert reply.json()["payload"]["error_message"] == "closed for user_01GATE"
 
 
+class FirstHoldsTheSlot:
+    """A sync Action handler whose first call (``a_first``) holds its slot until `release`
+    is set; every call is recorded in `calls`, every answer's status in `replies`."""
+
+    def __init__(self, authkit: AuthKit) -> None:
+        self.first_running = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+        self.replies: dict[str, int] = {}
+
+        @authkit.action("user_registration")
+        def registration(
+            session: Session, action: UserRegistrationAction, response: ActionResponse
+        ) -> ActionVerdict:
+            self.calls.append(action.id)
+            if action.id == "a_first":
+                self.first_running.set()
+                self.release.wait(10)
+            return response.allow()
+
+    async def send(self, client: httpx.AsyncClient, action_id: str) -> None:
+        reply = await post_action(client, user_registration_action(action_id=action_id))
+        self.replies[action_id] = reply.status_code
+
+
 async def test_a_burst_past_the_sync_slots_waits_for_a_slot_instead_of_503(
     make_kit: MakeKit,
 ) -> None:
     # One slot, held by a handler still inside its time: the next Action waits for it (within
     # its own action_timeout) and runs, rather than being refused as if the pool were stuck.
     authkit = make_kit(action_timeout=10.0, max_sync_action_handlers=1)
-    first_running = threading.Event()
-    release = threading.Event()
-    calls: list[str] = []
-
-    @authkit.action("user_registration")
-    def registration(
-        session: Session, action: UserRegistrationAction, response: ActionResponse
-    ) -> ActionVerdict:
-        calls.append(action.id)
-        if action.id == "a_first":
-            first_running.set()
-            release.wait(10)
-        return response.allow()
-
+    held = FirstHoldsTheSlot(authkit)
     slots = authkit.sync_action_slots
-    replies: dict[str, int] = {}
     try:
-        async with running(authkit) as client:
-
-            async def send(action_id: str) -> None:
-                reply = await post_action(client, user_registration_action(action_id=action_id))
-                replies[action_id] = reply.status_code
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(send, "a_first")
-                await anyio.to_thread.run_sync(first_running.wait, 10)
-                assert slots.taken == 1
-                group.start_soon(send, "a_second")
-                for _ in range(1000):  # until the second request is queued for the slot
-                    if slots.waiting:
-                        break
-                    await anyio.sleep(0.01)
-                assert calls == ["a_first"]
-                release.set()
+        async with running(authkit) as client, anyio.create_task_group() as group:
+            group.start_soon(held.send, client, "a_first")
+            await anyio.to_thread.run_sync(held.first_running.wait, 10)
+            assert slots.taken == 1
+            group.start_soon(held.send, client, "a_second")
+            for _ in range(1000):  # until the second request is queued for the slot
+                if slots.waiting:
+                    break
+                await anyio.sleep(0.01)
+            assert held.calls == ["a_first"]
+            held.release.set()
     finally:
-        release.set()
-    assert replies == {"a_first": 200, "a_second": 200}
-    assert calls == ["a_first", "a_second"]
+        held.release.set()
+    assert held.replies == {"a_first": 200, "a_second": 200}
+    assert held.calls == ["a_first", "a_second"]
     assert slots.taken == 0
 
 
@@ -1062,44 +1067,26 @@ async def test_a_sync_action_that_gets_no_slot_within_its_budget_answers_503(
     # One slot, held by a handler that overruns: the next request waits in line for its own
     # action_timeout, then is refused without running its handler.
     authkit = make_kit(action_timeout=1.0, max_sync_action_handlers=1)
-    first_running = threading.Event()
-    release = threading.Event()
-    calls: list[str] = []
-
-    @authkit.action("user_registration")
-    def registration(
-        session: Session, action: UserRegistrationAction, response: ActionResponse
-    ) -> ActionVerdict:
-        calls.append(action.id)
-        first_running.set()
-        release.wait(10)
-        return response.allow()
-
+    held = FirstHoldsTheSlot(authkit)
     slots = authkit.sync_action_slots
-    replies: dict[str, int] = {}
     caplog.set_level(logging.ERROR, logger=LOGGER)
     try:
         async with running(authkit) as client:
-
-            async def send(action_id: str) -> None:
-                reply = await post_action(client, user_registration_action(action_id=action_id))
-                replies[action_id] = reply.status_code
-
             async with anyio.create_task_group() as group:
-                group.start_soon(send, "a_first")
-                await anyio.to_thread.run_sync(first_running.wait, 10)
-                group.start_soon(send, "a_second")
-            assert replies == {"a_first": 504, "a_second": 503}
-            assert calls == ["a_first"]
+                group.start_soon(held.send, client, "a_first")
+                await anyio.to_thread.run_sync(held.first_running.wait, 10)
+                group.start_soon(held.send, client, "a_second")
+            assert held.replies == {"a_first": 504, "a_second": 503}
+            assert held.calls == ["a_first"]
             assert (slots.taken, slots.waiting) == (1, 0)  # the overrun thread keeps its slot
-            release.set()
+            held.release.set()
             for _ in range(1000):  # the thread ends on its own; wait for it
                 if slots.taken == 0:
                     break
                 await anyio.to_thread.run_sync(threading.Event().wait, 0.01)
             assert slots.taken == 0
     finally:
-        release.set()
+        held.release.set()
     assert "1 sync handlers are still running" in caplog.text
 
 
@@ -1107,34 +1094,15 @@ async def test_a_client_that_hangs_up_while_waiting_for_a_slot_leaves_the_line(
     make_kit: MakeKit,
 ) -> None:
     authkit = make_kit(action_timeout=10.0, max_sync_action_handlers=1)
-    first_running = threading.Event()
-    release = threading.Event()
-    calls: list[str] = []
-
-    @authkit.action("user_registration")
-    def registration(
-        session: Session, action: UserRegistrationAction, response: ActionResponse
-    ) -> ActionVerdict:
-        calls.append(action.id)
-        if action.id == "a_first":
-            first_running.set()
-            release.wait(10)
-        return response.allow()
-
+    held = FirstHoldsTheSlot(authkit)
     slots = authkit.sync_action_slots
-    replies: dict[str, int] = {}
     try:
         async with running(authkit) as client:
-
-            async def send(action_id: str) -> None:
-                reply = await post_action(client, user_registration_action(action_id=action_id))
-                replies[action_id] = reply.status_code
-
             async with anyio.create_task_group() as group:
-                group.start_soon(send, "a_first")
-                await anyio.to_thread.run_sync(first_running.wait, 10)
+                group.start_soon(held.send, client, "a_first")
+                await anyio.to_thread.run_sync(held.first_running.wait, 10)
                 async with anyio.create_task_group() as hung_up:
-                    hung_up.start_soon(send, "a_gone")
+                    hung_up.start_soon(held.send, client, "a_gone")
                     for _ in range(1000):  # until it is in line for the slot
                         if slots.waiting:
                             break
@@ -1142,11 +1110,11 @@ async def test_a_client_that_hangs_up_while_waiting_for_a_slot_leaves_the_line(
                     assert slots.waiting == 1
                     hung_up.cancel_scope.cancel()  # the client goes away
                 assert slots.waiting == 0
-                release.set()
+                held.release.set()
             after = await post_action(client, user_registration_action(action_id="a_after"))
     finally:
-        release.set()
-    assert replies == {"a_first": 200}
+        held.release.set()
+    assert held.replies == {"a_first": 200}
     assert after.status_code == 200
-    assert calls == ["a_first", "a_after"]  # the one that left never ran
+    assert held.calls == ["a_first", "a_after"]  # the one that left never ran
     assert slots.taken == 0
