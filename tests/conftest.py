@@ -97,10 +97,13 @@ def build_app(authkit: AuthKit) -> FastAPI:
 
 
 @asynccontextmanager
-async def app_client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
-    """Build the app for ``authkit`` (after its handlers are registered), run its lifespan, and
-    yield an HTTP client talking to it through ASGITransport."""
-    app = build_app(authkit)
+async def app_client(
+    authkit: AuthKit, app: FastAPI | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``authkit``'s lifespan on ``app`` (by default `build_app`, built now, after the
+    handlers are registered) and yield an HTTP client talking to it through ASGITransport."""
+    if app is None:
+        app = build_app(authkit)
     async with (
         authkit.lifespan(app),
         httpx.AsyncClient(
@@ -128,3 +131,8 @@ async def deliver(
 def session_for(engine: Engine) -> Session:
     """A plain session for assertions."""
     return Session(engine)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header carrying ``token``."""
+    return {"Authorization": f"Bearer {token}"}

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 from fastapi_workos_authkit import AccessTokenClaims, AuthKit, Event, User, WorkOSUser
 from fastapi_workos_authkit._sync.user_table import apply_user_deletion
 from fastapi_workos_authkit.testing import FakeJWKS, RSAKeyPair, TokenFactory, factories
-from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
+from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, app_client, bearer, deliver
 from tests.gated_transport import GatedTransport
 
 BASE = "https://api.workos.test"
@@ -160,15 +160,8 @@ def make_app(authkit: AuthKit) -> FastAPI:
 @pytest.fixture
 async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as c,
-    ):
+    async with app_client(authkit, app) as c:
         yield c
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def seed_user(authkit: AuthKit, user_id: str, **fields: Any) -> None:
@@ -360,10 +353,7 @@ async def test_jwks_cold_outage_is_503_and_the_app_still_starts(
     authkit = make_authkit(engine, jwks, clock)
     app = make_app(authkit)
     with caplog.at_level(logging.WARNING, logger="fastapi_workos_authkit"):
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             assert "could not fetch the JWKS" in caplog.text
             response = await c.get("/me", headers=bearer(tokens.mint("user_01A")))
             assert response.status_code == 503
@@ -409,10 +399,7 @@ async def test_inside_the_lifespan_stale_keys_are_refreshed_while_requests_are_a
     )
     app = make_app(authkit)
     with caplog.at_level(logging.WARNING, logger="fastapi_workos_authkit"):
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             seed_user(authkit, "user_01A")
             (source,) = authkit.token_verifier.key_sources
             workos.hold()
@@ -600,10 +587,7 @@ async def test_without_an_api_key_an_unsynced_user_is_401(
 ) -> None:
     authkit = make_authkit(engine, jwks, clock, api_key=None)
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-    ):
+    async with app_client(authkit, app) as c:
         response = await c.get("/me", headers=bearer(tokens.mint("user_01NEW")))
         assert_invalid_token(response, "not synced yet")
 
@@ -614,10 +598,7 @@ async def test_without_an_api_key_a_deleted_user_is_401_deleted(
 ) -> None:
     authkit = make_authkit(engine, jwks, clock, api_key=None)
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-    ):
+    async with app_client(authkit, app) as c:
         with Session(engine) as session:
             apply_user_deletion(session, "user_01GONE", deleted_at=factories.at(0))
             session.commit()
@@ -863,10 +844,7 @@ async def test_an_engine_authkit_built_reads_every_commit(
     app = make_app(authkit)
     headers = bearer(tokens.mint("user_01FR"))
     try:
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             seed_user(authkit, "user_01FR", email="before@example.com")
             for email in ("before@example.com", "after@example.com", "again@example.com"):
                 with Session(authkit.engine) as session:
@@ -930,10 +908,7 @@ async def test_an_apps_engine_keeps_its_connect_args(
     authkit = make_authkit(own, jwks, clock)
     app = make_app(authkit)
     try:
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             seed_user(authkit, "user_01CA")
             own.pool.dispose()  # from here on, every connection is one the read opened
             assert (await c.get("/me", headers=bearer(tokens.mint("user_01CA")))).is_success
@@ -967,10 +942,7 @@ async def test_a_restarted_server_costs_one_retry_not_an_error(
     app = make_app(authkit)
     token = tokens.mint("user_01R")
     try:
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             seed_user(authkit, "user_01R")
             # Several idle connections, all of which a restart kills.
             if mode == "async":
@@ -1034,10 +1006,7 @@ async def test_the_read_pool_is_closed_with_the_lifespan(
     app = make_app(authkit)
     token = tokens.mint("user_01RP")
     try:
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             seed_user(authkit, "user_01RP")
             requests = [c.get("/me", headers=bearer(token)) for _ in range(3)]
             assert all(r.is_success for r in await asyncio.gather(*requests))
@@ -1067,10 +1036,7 @@ async def test_concurrent_reads_batched_on_one_connection_each_get_their_own_ans
     assert authkit.users.resolved_mode() == "async"
     app = make_app(authkit)
     try:
-        async with (
-            authkit.lifespan(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with app_client(authkit, app) as c:
             sessions = []
             for n in range(12):
                 seed_user(authkit, f"user_01B{n:02d}", email=f"b{n}@example.com")

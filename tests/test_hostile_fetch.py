@@ -30,7 +30,7 @@ from fastapi_workos_authkit._recovery import workos_api
 from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSAPIError, WorkOSClient
 from fastapi_workos_authkit._sync.database import create_tables
 from fastapi_workos_authkit.testing import TokenFactory, factories
-from tests.conftest import CLIENT_ID
+from tests.conftest import CLIENT_ID, app_client, bearer
 
 BASE = "https://api.workos.test"
 API_KEY = "sk_test_key"
@@ -132,15 +132,8 @@ def make_app(authkit: AuthKit) -> FastAPI:
 @pytest.fixture
 async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as c,
-    ):
+    async with app_client(authkit, app) as c:
         yield c
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def assert_retry_later(response: httpx.Response) -> None:
@@ -548,10 +541,7 @@ async def test_a_ttl_of_zero_remembers_nothing(
         user_not_found_ttl=0,
     )
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-    ):
+    async with app_client(authkit, app) as c:
         token = tokens.mint("user_01GHOST")
         for _ in range(3):
             assert (await c.get("/me", headers=bearer(token))).status_code == 401

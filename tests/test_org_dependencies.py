@@ -26,7 +26,7 @@ from fastapi_workos_authkit import (
 )
 from fastapi_workos_authkit._recovery.workos_api import RetryPolicy, WorkOSClient
 from fastapi_workos_authkit.testing import FakeWorkOS, TokenFactory, factories, signed_delivery
-from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, deliver
+from tests.conftest import CLIENT_ID, WEBHOOK_SECRET, app_client, bearer, deliver
 
 pytestmark = pytest.mark.anyio
 
@@ -123,15 +123,8 @@ def make_app(authkit: AuthKit) -> FastAPI:
 @pytest.fixture
 async def client(authkit: AuthKit) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with app_client(authkit, app) as client:
         yield client
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def sync_user(client: httpx.AsyncClient, user_id: str = ADA) -> None:
@@ -307,10 +300,7 @@ async def test_without_an_api_key_an_unsynced_row_is_403_saying_so(
 ) -> None:
     authkit = make_authkit(engine, fake, api_key=None)
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with app_client(authkit, app) as client:
         await sync_user(client)
         token = tokens.mint(ADA, org_id=ORG)
         org = await client.get("/org", headers=bearer(token))
@@ -459,10 +449,7 @@ async def test_the_check_can_be_turned_off(
     authkit = make_authkit(engine, fake, **options)
     assert authkit.users.reject_revoked_sessions is False
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with app_client(authkit, app) as client:
         await sync_user(client)
         await revoke(client)
         token = tokens.mint(ADA, org_id=ORG, role="admin", sid=SID)
@@ -491,10 +478,7 @@ async def test_the_session_is_read_with_the_user_in_one_statement(
     authkit = make_authkit(engine, fake)
     authkit.users.mode = "thread"
     app = make_app(authkit)
-    async with (
-        authkit.lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
+    async with app_client(authkit, app) as client:
         await sync_user(client)
         await revoke(client)
         active = tokens.mint(ADA, sid="session_01OTHER")
