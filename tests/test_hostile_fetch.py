@@ -5,6 +5,7 @@ faked, with respx routes that count every call: its JWKS, and its users endpoint
 whatever the case needs.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -356,6 +357,45 @@ async def test_an_implausible_sub_is_401_and_never_reaches_workos(
     refusals = [r for r in caplog.records if "sub is not a plausible" in r.getMessage()]
     assert {r.levelno for r in refusals} == {logging.WARNING}
     assert sub not in caplog.text
+
+
+@pytest.mark.parametrize("sid", ["session_\x00x", "session_\ud800", "session 01", "s" * 129])
+async def test_an_implausible_sid_is_401_and_never_fails_the_reads_beside_it(
+    database_url: str,
+    workos: FakeWorkOS,
+    clock: FakeClock,
+    tokens: TokenFactory,
+    sid: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # On PostgreSQL concurrent reads share one statement (AuthKit's own engine, one read
+    # connection, so these requests queue together): a sid the database cannot hold (NUL, a
+    # lone surrogate) must be refused before it gets there, or the good requests read beside
+    # it would fail with it.
+    authkit = AuthKit(
+        client_id=CLIENT_ID,
+        api_base_url=BASE,
+        database_url=database_url,
+        read_pool_size=1,
+        http_transport=workos.transport(),
+        clock=clock,
+    )
+    good = tokens.mint("user_01SID", sid="session_01GOOD")
+    bad = tokens.mint("user_01SID", sid=sid)
+    try:
+        async with app_client(authkit, make_app(authkit)) as client:
+            authkit.pipeline.apply_user_snapshot(User.model_validate(factories.user("user_01SID")))
+            with caplog.at_level(logging.INFO, logger="fastapi_workos_authkit"):
+                responses = await asyncio.gather(
+                    *(client.get("/me", headers=bearer(t)) for t in (good, bad, good, bad, good))
+                )
+    finally:
+        authkit.engine.dispose()
+    assert [r.status_code for r in responses] == [200, 401, 200, 401, 200]
+    for refused in responses[1::2]:
+        assert "sid is not a session id" in refused.json()["detail"]
+    assert "sid is not a plausible session id" in caplog.text
+    assert sid not in caplog.text
 
 
 async def test_plausible_subs_of_any_shape_are_looked_up_up_to_128_characters(

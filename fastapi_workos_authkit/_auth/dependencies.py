@@ -101,6 +101,15 @@ async def verified_claims(
             "The token's sub is not a user id: letters, digits and underscores only, "
             f"at most {MAX_ID_LENGTH} characters",
         )
+    if claims.sid is not None and not is_plausible_id(claims.sid):
+        # The sid is a database key too (the revoked-session check, read together with other
+        # requests' keys): a NUL or a lone surrogate would fail that whole statement.
+        logger.warning("access token refused: its sid is not a plausible session id")
+        raise _refuse(
+            connection,
+            "The token's sid is not a session id: letters, digits and underscores only, "
+            f"at most {MAX_ID_LENGTH} characters",
+        )
     connection.scope[_SCOPE_KEY] = (auth, claims)
     return claims
 
